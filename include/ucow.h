@@ -1,0 +1,166 @@
+/*
+ * ucow: userspace, page-level copy-on-write memory regions.
+ *
+ * A region is a range of memory whose pages live in a frame store (a memfd).
+ * Clones (writable) and snapshots (read-only) of a region share its frames;
+ * the first write to a shared page is caught and the page is copied for the
+ * writer, exactly as the kernel does after fork(), but per region.
+ *
+ * Conventions (as in libuv):
+ *   - calls returning int give 0 (or a count) on success, a negative errno on
+ *     failure; calls returning a pointer give NULL and set errno;
+ *   - a refused call changes nothing;
+ *   - handles are opaque; a destroyed handle is detected (-EBADF) until its
+ *     slot is reused by a later region.
+ *
+ * Threads: every call may be made from any thread. Calls on different
+ * regions run concurrently; calls that change one family of regions (clone,
+ * snapshot, revert, destroy) are serialised. Other threads may keep writing
+ * a region while it is cloned or snapshotted: the copy is a point-in-time
+ * image. Destroying or reverting a region while another thread still accesses
+ * it is a use-after-free in the program, as with munmap().
+ *
+ * fork(): regions are not inherited. In the child every region's address
+ * range is left mapped PROT_NONE and every handle reports -ECHILD; the child
+ * may create regions of its own. The frame store is close-on-exec.
+ *
+ * Signals: ucow installs a SIGSEGV handler (GNU libsigsegv) when the first
+ * region is created. Faults that are not copy-on-write faults of a ucow region
+ * (a write to a snapshot, a stray pointer) are passed to the SIGSEGV action the
+ * program had installed before, or to the default action. A program that
+ * installs its own SIGSEGV handler afterwards must call ucow_handle_fault()
+ * first from it.
+ */
+#ifndef UCOW_H
+#define UCOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define UCOW_API __attribute__((visibility("default")))
+#else
+#define UCOW_API
+#endif
+
+/* An opaque handle to a region: a writable original, a clone or a snapshot. */
+typedef struct ucow_region ucow_region;
+
+/*
+ * Creates a zero-filled, writable region of `size` bytes, rounded up to whole
+ * pages. Pages never written cost no memory: they read as zeros.
+ * Returns NULL with errno EINVAL (size 0 or too large), ENOMEM (no memory,
+ * address space or region slot left) or EMFILE/ENFILE (no memfd).
+ */
+UCOW_API ucow_region *ucow_create(size_t size);
+
+/*
+ * Creates a writable copy of `src` (a region, clone or snapshot). The copy
+ * shares every page with `src` until either side writes it. Cost grows with
+ * the pages `src` maps, not with its size.
+ * Returns NULL with errno EINVAL (NULL src), EBADF (destroyed handle),
+ * ECHILD (handle inherited across fork) or ENOMEM.
+ */
+UCOW_API ucow_region *ucow_clone(ucow_region *src);
+
+/*
+ * Creates a read-only copy of `src`. A write to a snapshot is a genuine
+ * SIGSEGV for the program, never a copy. Errors as ucow_clone().
+ */
+UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
+
+/*
+ * Makes the content of `dst` equal to that of `src`, by sharing src's frames
+ * (no data is copied). Cost grows with the pages that differ.
+ * Returns 0; -EINVAL (NULL handle, or sizes differ), -EBADF, -ECHILD,
+ * -EPERM (dst is a snapshot), -ENOMEM. Reverting a region to itself is 0.
+ */
+UCOW_API int ucow_revert(ucow_region *dst, const ucow_region *src);
+
+/*
+ * Destroys a region. Other copies keep their content; frames that no copy
+ * uses any more are given back to the system. NULL, a destroyed handle and a
+ * handle inherited across fork() are ignored (the latter's memory stays
+ * reserved PROT_NONE).
+ */
+UCOW_API void ucow_destroy(ucow_region *r);
+
+/* Base address of the region's memory; NULL for NULL or a dead handle. */
+UCOW_API void *ucow_base(const ucow_region *r);
+
+/* Size in bytes (a multiple of the page size); 0 for NULL or a dead handle. */
+UCOW_API size_t ucow_size(const ucow_region *r);
+
+/* 1 for a snapshot, 0 for a writable region, negative errno for a bad handle. */
+UCOW_API int ucow_is_snapshot(const ucow_region *r);
+
+/*
+ * Breaks sharing for [addr, addr + len) now, so that a system call (read(2),
+ * recv(2), ...) may write into it: under the signal backend the kernel's own
+ * writes into a shared page fail with EFAULT instead of faulting.
+ * The range may span several regions; len 0 is 0.
+ * Returns 0; -EFAULT (a byte of the range is outside every region), -EPERM
+ * (a byte is in a snapshot), -EINVAL (the range runs past a region's end into
+ * memory that is not a region), -ENOMEM (no frame). On error nothing changed.
+ */
+UCOW_API int ucow_unshare(void *addr, size_t len);
+
+struct ucow_stats {
+	size_t pages;          /* pages in the region */
+	size_t shared_pages;   /* pages whose frame another live region maps */
+	size_t private_pages;  /* pages with a frame of their own */
+	size_t zero_pages;     /* pages never written: no frame, read as zeros */
+	size_t writable_pages; /* pages mapped writable now (no fault on write) */
+	uint64_t cow_copies;   /* write faults that copied a shared page */
+	uint64_t cow_reuses;   /* write faults that only made the page writable */
+	uint64_t zero_fills;   /* write faults that gave a never-written page a frame */
+	size_t metadata_bytes; /* bytes of the region's page table */
+};
+
+/*
+ * Fills *out with the region's counters. The page counts are a consistent
+ * reading only while no other thread writes the region.
+ * Returns 0; -EINVAL (NULL argument), -EBADF, -ECHILD.
+ */
+UCOW_API int ucow_stats(const ucow_region *r, struct ucow_stats *out);
+
+/* Process-wide counters of the frame store. */
+struct ucow_global_stats {
+	size_t regions;        /* live regions, snapshots included */
+	size_t frames;         /* frames in use (pages of memory held) */
+	size_t frame_bytes;    /* frames * page size */
+	uint64_t faults;       /* copy-on-write faults served */
+	uint64_t foreign_faults; /* SIGSEGVs passed on to the program */
+};
+
+/* Fills *out. Returns 0 or -EINVAL for NULL. */
+UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
+
+/*
+ * Name of the fault backend in use: "sigsegv" (libsigsegv). Chosen when the
+ * first region is created, from the environment variable UCOW_BACKEND if set
+ * (an unknown name makes that first ucow_create fail with EINVAL).
+ */
+UCOW_API const char *ucow_backend(void);
+
+/*
+ * For programs that install their own SIGSEGV handler after ucow: call this
+ * first from the handler with the faulting address (siginfo->si_addr).
+ * Returns 1 if ucow resolved the fault (return from the handler: the access
+ * is retried), 0 if it is not ucow's (handle it as you would).
+ * Async-signal-safe.
+ */
+UCOW_API int ucow_handle_fault(void *addr);
+
+/* The page size ucow works in (sysconf(_SC_PAGESIZE)). */
+UCOW_API size_t ucow_page_size(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UCOW_H */

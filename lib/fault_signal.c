@@ -1,0 +1,135 @@
+/*
+ * The signal backend: write faults arrive as SIGSEGV through GNU libsigsegv
+ * and are resolved on the faulting thread, in its signal handler.
+ *
+ * libsigsegv keeps one global handler and does not chain: when a handler
+ * declines a fault, it resets SIGSEGV to the default action. So ucow saves
+ * the action the program had before, and calls it itself for every fault
+ * that is not a copy-on-write fault of a region (a write to a snapshot, a
+ * stray pointer). To give that handler the real siginfo and context, a thin
+ * trampoline in front of libsigsegv's handler records them per thread.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sigsegv.h>
+#include <string.h>
+
+static struct sigaction prev_action; /* the program's, before ucow */
+static struct sigaction lib_action;  /* libsigsegv's */
+
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+static TLS siginfo_t *fault_info;
+static TLS void *fault_context;
+
+static void segv_trampoline(int sig, siginfo_t *info, void *context)
+{
+	siginfo_t *outer_info = fault_info;
+	void *outer_context = fault_context;
+	fault_info = info;
+	fault_context = context;
+	if (lib_action.sa_flags & SA_SIGINFO)
+		lib_action.sa_sigaction(sig, info, context);
+	else
+		lib_action.sa_handler(sig);
+	fault_info = outer_info;
+	fault_context = outer_context;
+}
+
+static bool prev_is_default(void)
+{
+	return !(prev_action.sa_flags & SA_SIGINFO) &&
+	       (prev_action.sa_handler == SIG_DFL ||
+		prev_action.sa_handler == SIG_IGN);
+}
+
+/*
+ * Passes a foreign fault on, with the previous action's mask and flags.
+ * With no previous handler, SIGSEGV goes back to its default action and the
+ * access is retried, so the program dies of the real fault, at the real
+ * address, as it would have without ucow.
+ */
+static void chain_fault(void *addr)
+{
+	COUNT(&frames.foreign_faults);
+	if (prev_is_default()) {
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof dfl);
+		dfl.sa_handler = SIG_DFL;
+		sigaction(SIGSEGV, &dfl, NULL);
+		return;
+	}
+	struct sigaction act = prev_action;
+	if (act.sa_flags & SA_RESETHAND) {
+		memset(&prev_action, 0, sizeof prev_action);
+		prev_action.sa_handler = SIG_DFL;
+	}
+	siginfo_t synth;
+	siginfo_t *info = fault_info;
+	if (!info) {
+		memset(&synth, 0, sizeof synth);
+		synth.si_signo = SIGSEGV;
+		synth.si_code = SEGV_ACCERR;
+		synth.si_addr = addr;
+		info = &synth;
+	}
+	sigset_t saved;
+	pthread_sigmask(SIG_BLOCK, &act.sa_mask, &saved);
+	if (act.sa_flags & SA_SIGINFO)
+		act.sa_sigaction(SIGSEGV, info, fault_context);
+	else
+		act.sa_handler(SIGSEGV);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+}
+
+/* libsigsegv calls this with serious = 0, then again with serious = 1. */
+static int sigsegv_fault(void *addr, int serious)
+{
+	int saved = errno;
+	int served = handle_mm_fault((uintptr_t)addr);
+	if (!served && serious) {
+		chain_fault(addr);
+		served = 1; /* retry the access: the program's action decides */
+	}
+	errno = saved;
+	return served;
+}
+
+static int signal_init(void)
+{
+	if (sigaction(SIGSEGV, NULL, &prev_action) != 0)
+		return -errno;
+	if (sigsegv_install_handler(sigsegv_fault) != 0)
+		return -ENOSYS;
+	if (sigaction(SIGSEGV, NULL, &lib_action) != 0)
+		return -errno;
+	struct sigaction tramp = lib_action;
+	tramp.sa_flags |= SA_SIGINFO;
+	tramp.sa_sigaction = segv_trampoline;
+	return sigaction(SIGSEGV, &tramp, NULL) ? -errno : 0;
+}
+
+static int signal_wrprotect(void *addr, size_t size)
+{
+	return os_protect(addr, size, false);
+}
+
+static int signal_make_writable(void *addr, size_t size)
+{
+	return os_protect(addr, size, true);
+}
+
+static int signal_map_frame(void *addr, size_t size, uint64_t off,
+			    bool writable)
+{
+	return os_map_file(addr, size, frames.memfd, off, writable, writable);
+}
+
+const struct backend signal_backend = {
+	.name = "sigsegv",
+	.init = signal_init,
+	.wrprotect = signal_wrprotect,
+	.make_writable = signal_make_writable,
+	.map_frame = signal_map_frame,
+	.atfork_child = NULL,
+};

@@ -1,0 +1,275 @@
+/*
+ * The frame store: one memfd holds every page of every region (one file
+ * descriptor for the whole process), a reference count per frame says how
+ * many ptes map it, and homes hand out frame numbers to regions.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct frame_store frames = {.memfd = -1};
+
+/* A run of free frame numbers, or a retired home, in whole blocks. */
+struct extent {
+	frame_t start;
+	frame_t len;
+};
+
+struct extent_list {
+	struct extent *v;
+	size_t n, cap;
+};
+
+static struct extent_list free_list; /* sorted by start, coalesced */
+static struct extent_list retired;   /* homes waiting for their frames */
+
+#define MAX_FRAME_BITS 31
+#define MIN_FRAME_BITS 20
+
+static int list_insert(struct extent_list *l, size_t at, struct extent e)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct extent *v = realloc(l->v, cap * sizeof *v);
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	for (size_t k = l->n; k > at; k--)
+		l->v[k] = l->v[k - 1];
+	l->v[at] = e;
+	l->n++;
+	return 0;
+}
+
+static void list_remove(struct extent_list *l, size_t at)
+{
+	for (size_t k = at + 1; k < l->n; k++)
+		l->v[k - 1] = l->v[k];
+	l->n--;
+}
+
+static void list_clear(struct extent_list *l)
+{
+	free(l->v);
+	l->v = NULL;
+	l->n = l->cap = 0;
+}
+
+static size_t blocks_bytes(frame_t nframes)
+{
+	return ((size_t)nframes >> FRAME_BLOCK_SHIFT) * sizeof(uint32_t);
+}
+
+static void release_arrays(void)
+{
+	os_release(frames.refcount, (size_t)frames.nframes * sizeof(uint32_t));
+	os_release(frames.block_live, blocks_bytes(frames.nframes));
+	frames.refcount = NULL;
+	frames.block_live = NULL;
+}
+
+/*
+ * The memfd is sized once to the whole frame number space: holes cost
+ * nothing, and a fixed size means no fault can ever run past its end.
+ * Smaller spaces are tried where address space is scarce (sanitizers).
+ */
+static int size_store(void)
+{
+	for (unsigned bits = MAX_FRAME_BITS; bits >= MIN_FRAME_BITS; bits--) {
+		frame_t n = (frame_t)1 << bits;
+		if (ftruncate(frames.memfd, (off_t)frame_offset(n)) != 0)
+			continue;
+		frames.nframes = n;
+		frames.refcount = os_reserve((size_t)n * sizeof(uint32_t));
+		frames.block_live = os_reserve(blocks_bytes(n));
+		if (frames.refcount && frames.block_live)
+			return 0;
+		release_arrays();
+	}
+	return -ENOMEM;
+}
+
+int frame_store_init(void)
+{
+	frames.memfd = memfd_create("ucow-frames", MFD_CLOEXEC);
+	if (frames.memfd < 0)
+		return -errno;
+	int err = size_store();
+	if (!err) {
+		/* Block 0 stays unused: frame 0 means "the zero page". */
+		struct extent all = {FRAME_BLOCK, frames.nframes - FRAME_BLOCK};
+		err = list_insert(&free_list, 0, all);
+	}
+	if (err) {
+		release_arrays();
+		close(frames.memfd);
+		frames.memfd = -1;
+	}
+	return err;
+}
+
+void frame_store_forget(void)
+{
+	if (frames.memfd >= 0)
+		close(frames.memfd);
+	frames.memfd = -1;
+	release_arrays();
+	list_clear(&free_list);
+	list_clear(&retired);
+	frames.frames_in_use = 0;
+}
+
+static void free_extent(struct extent e)
+{
+	size_t at = 0;
+	while (at < free_list.n && free_list.v[at].start < e.start)
+		at++;
+	if (at > 0 && free_list.v[at - 1].start + free_list.v[at - 1].len ==
+			      e.start) {
+		free_list.v[at - 1].len += e.len;
+		if (at < free_list.n &&
+		    e.start + e.len == free_list.v[at].start) {
+			free_list.v[at - 1].len += free_list.v[at].len;
+			list_remove(&free_list, at);
+		}
+		return;
+	}
+	if (at < free_list.n && e.start + e.len == free_list.v[at].start) {
+		free_list.v[at].start = e.start;
+		free_list.v[at].len += e.len;
+		return;
+	}
+	/* On allocation failure the numbers are leaked, never reused twice. */
+	(void)list_insert(&free_list, at, e);
+}
+
+static bool extent_dead(struct extent e)
+{
+	for (frame_t b = e.start >> FRAME_BLOCK_SHIFT;
+	     b < (e.start + e.len) >> FRAME_BLOCK_SHIFT; b++)
+		if (LOAD(&frames.block_live[b]))
+			return false;
+	return true;
+}
+
+/* The reference counts of a dead home are all zero: drop their pages. */
+static void discard_counts(struct extent e)
+{
+	uintptr_t lo = (uintptr_t)&frames.refcount[e.start];
+	uintptr_t hi = (uintptr_t)&frames.refcount[e.start + e.len];
+	lo = (lo + os_page_size - 1) & ~(uintptr_t)(os_page_size - 1);
+	hi &= ~(uintptr_t)(os_page_size - 1);
+	if (hi > lo)
+		os_discard((void *)lo, hi - lo);
+}
+
+/* Returns the numbers of retired homes whose frames are all free. */
+static size_t reclaim_homes(void)
+{
+	size_t got = 0;
+	for (size_t k = 0; k < retired.n;) {
+		struct extent e = retired.v[k];
+		if (!extent_dead(e)) {
+			k++;
+			continue;
+		}
+		discard_counts(e);
+		free_extent(e);
+		list_remove(&retired, k);
+		got += e.len;
+	}
+	return got;
+}
+
+static frame_t home_len(size_t npages)
+{
+	return (frame_t)((npages + FRAME_BLOCK - 1) & ~(size_t)(FRAME_BLOCK - 1));
+}
+
+static bool take_first_fit(frame_t len, frame_t *home)
+{
+	for (size_t k = 0; k < free_list.n; k++) {
+		struct extent *e = &free_list.v[k];
+		if (e->len < len)
+			continue;
+		*home = e->start;
+		e->start += len;
+		e->len -= len;
+		if (!e->len)
+			list_remove(&free_list, k);
+		return true;
+	}
+	return false;
+}
+
+int home_alloc(size_t npages, frame_t *home)
+{
+	if (npages > frames.nframes)
+		return -ENOMEM;
+	frame_t len = home_len(npages);
+	if (take_first_fit(len, home))
+		return 0;
+	if (reclaim_homes() && take_first_fit(len, home))
+		return 0;
+	return -ENOMEM;
+}
+
+void home_retire(frame_t home, size_t npages)
+{
+	if (home == FRAME_NONE)
+		return;
+	struct extent e = {home, home_len(npages)};
+	if (extent_dead(e)) {
+		discard_counts(e);
+		free_extent(e);
+		return;
+	}
+	if (list_insert(&retired, retired.n, e) != 0)
+		return; /* leaked numbers, never reused while in use */
+}
+
+void frame_get(frame_t f)
+{
+	ADD(&frames.refcount[f], 1);
+}
+
+void frame_get_new(frame_t f)
+{
+	STORE(&frames.refcount[f], 1);
+	ADD(&frames.block_live[f >> FRAME_BLOCK_SHIFT], 1);
+	ADD(&frames.frames_in_use, 1);
+}
+
+void frame_put(frame_t f)
+{
+	if (SUB(&frames.refcount[f], 1) != 0)
+		return;
+	/* The last user is gone: give the memory back (and leave a hole,
+	 * which reads as zeros when the number is used again). */
+	fallocate(frames.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		  (off_t)frame_offset(f), (off_t)os_page_size);
+	SUB(&frames.frames_in_use, 1);
+	SUB(&frames.block_live[f >> FRAME_BLOCK_SHIFT], 1);
+}
+
+int frame_fill(frame_t f, const void *src)
+{
+	size_t done = 0;
+	while (done < os_page_size) {
+		ssize_t n = pwrite(frames.memfd, (const char *)src + done,
+				   os_page_size - done,
+				   (off_t)(frame_offset(f) + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -ENOSPC;
+		done += (size_t)n;
+	}
+	return 0;
+}

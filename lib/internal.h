@@ -1,0 +1,284 @@
+/*
+ * Internal header of libucow: the data structures every part shares.
+ *
+ * Map of the library (one concept per file, as in mimalloc's src/):
+ *   os.c          pages, mappings, signal masks, the global lock
+ *   frame.c       the frame store: memfd, reference counts, homes
+ *   pgtable.c     a region's page table (one pte per page)
+ *   region.c      region slots, address lookup, create/destroy, fork
+ *   memory.c      the write fault: do_wp_page, wp_page_copy, wp_page_reuse
+ *   snapshot.c    clone, snapshot, revert (copy_page_range's mirror)
+ *   backend.c     choice of fault backend, library initialisation
+ *   fault_signal.c  the SIGSEGV backend (GNU libsigsegv)
+ *   stats.c       counters
+ */
+#ifndef UCOW_INTERNAL_H
+#define UCOW_INTERNAL_H
+
+/* memfd_create, fallocate, MAP_* and pthread_sigmask are GNU/POSIX. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ucow.h"
+
+#define UNUSED(x) ((void)(x))
+
+/* Relaxed/acquire/release atomics on plain memory (mmap'd arrays). */
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+#define SUB(p, v) __atomic_sub_fetch((p), (v), __ATOMIC_SEQ_CST)
+#define COUNT(p) __atomic_add_fetch((p), 1, __ATOMIC_RELAXED)
+
+/* ---- os.c -------------------------------------------------------------- */
+
+extern size_t os_page_size;  /* sysconf(_SC_PAGESIZE) */
+extern unsigned os_page_shift;
+
+void os_init(void);
+/* Reserves address space that costs memory only where it is touched. */
+void *os_reserve(size_t size);
+/* Reserves `size` bytes aligned to `align` (a power of two), PROT_NONE. */
+void *os_reserve_aligned(size_t size, size_t align);
+void os_release(void *addr, size_t size);
+/* Gives the memory of a reserved range back; it reads as zeros again. */
+void os_discard(void *addr, size_t size);
+/* Replaces the range by anonymous memory: read-only zeros, or no access. */
+int os_map_zero(void *addr, size_t size);
+int os_map_none(void *addr, size_t size);
+/* Maps frames [off, off + size) of the memfd at addr, shared. */
+int os_map_file(void *addr, size_t size, int fd, uint64_t off, bool writable,
+		bool populate);
+int os_protect(void *addr, size_t size, bool writable);
+/* Writes a message to stderr with write(2) only: async-signal-safe. */
+void os_write_error(const char *a, const char *b, uintptr_t addr);
+
+/*
+ * The global lock serialises every operation that changes regions or homes.
+ * The fault path never takes it. Taking it blocks asynchronous signals, so
+ * that a program's signal handler that writes a region cannot interrupt a
+ * thread that holds it (and wait for it forever).
+ */
+void ucow_lock(sigset_t *saved);
+void ucow_unlock(const sigset_t *saved);
+/* Registers fork() handlers: `child` runs in the child with the lock held. */
+void ucow_atfork_init(void (*child)(void));
+
+/* ---- frame.c ------------------------------------------------------------ */
+
+/*
+ * A frame is one page of the memfd, numbered by its offset / page size; its
+ * reference count is the number of region ptes that map it (the userspace
+ * struct page). Frame 0 is never used: a pte of frame 0 is the zero page.
+ *
+ * Every writable region owns a *home*: a run of frame numbers, one per page,
+ * where its private copies go (page i is copied into home + i). Neighbouring
+ * private pages then map neighbouring offsets and merge into one kernel
+ * mapping. A home is private to its region: when the region's frames become
+ * shared (clone, snapshot, revert from it) the home is retired and the region
+ * gets a new one, so home + i is always free when page i needs a copy and the
+ * fault path needs no allocator. A retired home's numbers return to the pool
+ * once every frame in it has been freed.
+ */
+typedef uint32_t frame_t;
+#define FRAME_NONE ((frame_t)0)
+
+struct frame_store {
+	int memfd;
+	frame_t nframes;        /* size of the frame number space */
+	uint32_t *refcount;     /* [nframes], reserved, touched where used */
+	uint32_t *block_live;   /* frames in use per block of FRAME_BLOCK */
+	uint64_t frames_in_use;
+	uint64_t faults;
+	uint64_t foreign_faults;
+};
+extern struct frame_store frames;
+
+#define FRAME_BLOCK_SHIFT 9 /* homes are allocated in blocks of 512 frames */
+#define FRAME_BLOCK ((frame_t)1 << FRAME_BLOCK_SHIFT)
+
+int frame_store_init(void);
+/* In a forked child: forget the parent's store (its frames are not ours). */
+void frame_store_forget(void);
+
+/* Homes (called with the global lock held). */
+int home_alloc(size_t npages, frame_t *home);
+void home_retire(frame_t home, size_t npages);
+
+static inline uint64_t frame_offset(frame_t f)
+{
+	return (uint64_t)f << os_page_shift;
+}
+
+static inline uint32_t frame_count(frame_t f)
+{
+	return LOAD(&frames.refcount[f]);
+}
+
+/* Takes a reference to a frame that is in use (count > 0). */
+void frame_get(frame_t f);
+/* Takes the first reference to a free frame (count 0 -> 1). */
+void frame_get_new(frame_t f);
+/* Drops a reference; the last one gives the page back. Async-signal-safe. */
+void frame_put(frame_t f);
+/* Copies one page from `src` (readable memory) into frame f. */
+int frame_fill(frame_t f, const void *src);
+
+/* ---- pgtable.c ---------------------------------------------------------- */
+
+/*
+ * A pte: frame number in the low 32 bits, and flags. PTE_WRITE means the page
+ * is mapped writable now (no fault on write); PTE_LOCK serialises faults on
+ * one page. Pages are grouped in leaves of PTES_PER_LEAF; per-leaf bitmaps say
+ * which leaves have any frame (so clone and revert skip empty ones) and which
+ * had a page made writable since the last write-protect (so a snapshot
+ * costs what changed).
+ */
+typedef uint64_t pte_t;
+#define PTE_FRAME_MASK ((pte_t)0xffffffffu)
+#define PTE_WRITE ((pte_t)1 << 62)
+#define PTE_LOCK ((pte_t)1 << 63)
+#define PTE_LEAF_SHIFT 9
+#define PTES_PER_LEAF ((size_t)1 << PTE_LEAF_SHIFT)
+
+static inline frame_t pte_frame(pte_t p)
+{
+	return (frame_t)(p & PTE_FRAME_MASK);
+}
+
+struct pgtable {
+	pte_t *pte;
+	size_t npages;
+	size_t pte_bytes;
+	bool pte_mapped;        /* pte array from os_reserve, not calloc */
+	uint64_t *used_leaves;  /* bit per leaf: some pte has a frame */
+	uint64_t *write_leaves; /* bit per leaf: some pte was made writable */
+	size_t nleaves;
+};
+
+int pgtable_init(struct pgtable *pt, size_t npages);
+void pgtable_free(struct pgtable *pt);
+size_t pgtable_bytes(const struct pgtable *pt);
+pte_t pte_lock(struct pgtable *pt, size_t i);
+void pte_unlock(struct pgtable *pt, size_t i, pte_t val);
+/* Sets a pte outside the fault path (no fault can run on the region). */
+void pte_set(struct pgtable *pt, size_t i, pte_t val);
+static inline pte_t pte_read(const struct pgtable *pt, size_t i)
+{
+	return LOAD(&pt->pte[i]) & ~PTE_LOCK;
+}
+void leaf_mark(uint64_t *map, size_t i);
+/* Next leaf >= leaf whose bit is set in map, or nleaves. */
+size_t leaf_next(const uint64_t *map, size_t nleaves, size_t leaf);
+void leaf_clear_all(uint64_t *map, size_t nleaves);
+
+/* ---- region.c ----------------------------------------------------------- */
+
+enum region_state {
+	REGION_FREE = 0,
+	REGION_LIVE,
+	REGION_DYING,
+	REGION_ORPHAN, /* inherited across fork(): dead in the child */
+};
+
+struct ucow_region {
+	uint32_t state;
+	uint32_t fork_gen;      /* fork generation that created it */
+	bool readonly;          /* a snapshot */
+	uintptr_t base;
+	size_t size;            /* bytes, whole pages */
+	size_t npages;
+	size_t va_size;         /* reserved address space, whole chunks */
+	frame_t home;           /* where private copies go; FRAME_NONE for a
+				   snapshot */
+	struct pgtable pt;
+	/*
+	 * Faults in progress, and a sequence that is odd while a clone,
+	 * snapshot or revert holds the region (the mirror of the kernel's
+	 * mmap_lock taken for writing by fork()).
+	 */
+	uint32_t active;
+	uint32_t wp_seq;
+	uint64_t cow_copies;
+	uint64_t cow_reuses;
+	uint64_t zero_fills;
+};
+
+#define REGION_CHUNK_SHIFT 21 /* regions own whole 2 MiB chunks of VA */
+
+extern uint32_t ucow_fork_gen;
+
+int region_table_init(void);
+size_t region_count(void);
+/*
+ * Handle checks for public calls: 0, -EINVAL (NULL), -EBADF (not a handle, or
+ * destroyed), -ECHILD (inherited across fork()).
+ */
+int region_check(const ucow_region *r);
+/* Allocates a region of npages with a fresh home (global lock held). */
+ucow_region *region_new(size_t npages, bool readonly, int *err);
+/* Frees a region that is not (or no longer) published (global lock held). */
+void region_abandon(ucow_region *r);
+/* Makes a region visible to the fault path (global lock held). */
+void region_publish(ucow_region *r);
+/*
+ * Fault path: the region containing addr with a fault reference taken
+ * (region_fault_exit() drops it), or NULL. Async-signal-safe.
+ */
+ucow_region *region_fault_enter(uintptr_t addr);
+void region_fault_exit(ucow_region *r);
+/* Normal code: the region containing addr, or NULL. Caller holds the lock. */
+ucow_region *region_find(uintptr_t addr);
+/* Waits until no fault runs on r and new ones wait (global lock held). */
+void region_hold(ucow_region *r);
+void region_release(ucow_region *r);
+/* fork(): disowns every region in the child (global lock held). */
+void region_atfork_child(void);
+
+static inline void *page_addr(const ucow_region *r, size_t i)
+{
+	return (void *)(r->base + (i << os_page_shift));
+}
+
+/* ---- memory.c ----------------------------------------------------------- */
+
+/*
+ * Resolves a write fault on page i of r (the caller holds a fault reference).
+ * 0 when the page is writable (or the access may be retried), or a negative
+ * errno when no frame could be had. Shared by every backend and by unshare.
+ */
+int do_wp_page(ucow_region *r, size_t i);
+/* Serves a copy-on-write fault at addr: 1 served, 0 not ours. */
+int handle_mm_fault(uintptr_t addr);
+
+/* ---- backend.c / fault_signal.c ----------------------------------------- */
+
+/*
+ * A fault backend: how write faults reach do_wp_page and how pages are
+ * write-protected and released. Only these differ between backends.
+ */
+struct backend {
+	const char *name;
+	int (*init)(void);
+	int (*wrprotect)(void *addr, size_t size);
+	int (*make_writable)(void *addr, size_t size);
+	int (*map_frame)(void *addr, size_t size, uint64_t off, bool writable);
+	void (*atfork_child)(void);
+};
+
+extern const struct backend *ucow_backend_ops;
+extern const struct backend signal_backend;
+
+/* Initialises the library once; 0 or negative errno. */
+int ucow_init(void);
+
+#endif /* UCOW_INTERNAL_H */

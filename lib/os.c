@@ -1,0 +1,180 @@
+/*
+ * Operating-system primitives: the page size, address-space reservations,
+ * mappings of frames, signal masks and the global lock.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+size_t os_page_size;
+unsigned os_page_shift;
+
+void os_init(void)
+{
+	os_page_size = (size_t)sysconf(_SC_PAGESIZE);
+	os_page_shift = (unsigned)__builtin_ctzl(os_page_size);
+}
+
+void *os_reserve(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void *os_reserve_aligned(size_t size, size_t align)
+{
+	size_t span = size + align;
+	char *p = mmap(NULL, span, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	uintptr_t start = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+	size_t head = start - (uintptr_t)p;
+	if (head)
+		munmap(p, head);
+	if (span - head - size)
+		munmap((char *)start + size, span - head - size);
+	return (void *)start;
+}
+
+void os_release(void *addr, size_t size)
+{
+	if (addr)
+		munmap(addr, size);
+}
+
+void os_discard(void *addr, size_t size)
+{
+	madvise(addr, size, MADV_DONTNEED);
+}
+
+/*
+ * Never-written pages are private anonymous memory mapped read-only: reads
+ * see the kernel's zero page and cost nothing, a write faults to us.
+ */
+int os_map_zero(void *addr, size_t size)
+{
+	void *p = mmap(addr, size, PROT_READ,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+		       -1, 0);
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+int os_map_none(void *addr, size_t size)
+{
+	void *p = mmap(addr, size, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+		       -1, 0);
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+/*
+ * Populating a writable mapping at once spares the writer a second (minor)
+ * page fault when it retries the access.
+ */
+int os_map_file(void *addr, size_t size, int fd, uint64_t off, bool writable,
+		bool populate)
+{
+	int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+	int flags = MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0);
+	void *p = mmap(addr, size, prot, flags, fd, (off_t)off);
+	return p == MAP_FAILED ? -errno : 0;
+}
+
+int os_protect(void *addr, size_t size, bool writable)
+{
+	int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+	return mprotect(addr, size, prot) ? -errno : 0;
+}
+
+static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
+{
+	while (s && *s && at < cap)
+		buf[at++] = *s++;
+	return at;
+}
+
+static size_t put_hex(char *buf, size_t at, size_t cap, uintptr_t v)
+{
+	char tmp[2 + 2 * sizeof v];
+	int n = 0;
+	do {
+		tmp[n++] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v);
+	at = put_str(buf, at, cap, "0x");
+	while (n && at < cap)
+		buf[at++] = tmp[--n];
+	return at;
+}
+
+void os_write_error(const char *a, const char *b, uintptr_t addr)
+{
+	char buf[256];
+	size_t n = put_str(buf, 0, sizeof buf - 1, "ucow: ");
+	n = put_str(buf, n, sizeof buf - 1, a);
+	if (b) {
+		n = put_str(buf, n, sizeof buf - 1, ": ");
+		n = put_str(buf, n, sizeof buf - 1, b);
+	}
+	if (addr) {
+		n = put_str(buf, n, sizeof buf - 1, " at ");
+		n = put_hex(buf, n, sizeof buf - 1, addr);
+	}
+	buf[n++] = '\n';
+	ssize_t w = write(STDERR_FILENO, buf, n);
+	UNUSED(w);
+}
+
+static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void ucow_lock(sigset_t *saved)
+{
+	sigset_t all;
+	sigfillset(&all);
+	/* Synchronous faults must still reach us (and are not blocked). */
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
+	pthread_sigmask(SIG_BLOCK, &all, saved);
+	pthread_mutex_lock(&global_lock);
+}
+
+void ucow_unlock(const sigset_t *saved)
+{
+	pthread_mutex_unlock(&global_lock);
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+static sigset_t fork_saved_mask;
+
+static void lock_for_fork(void)
+{
+	ucow_lock(&fork_saved_mask);
+}
+
+static void unlock_after_fork(void)
+{
+	ucow_unlock(&fork_saved_mask);
+}
+
+static void (*fork_child_hook)(void);
+
+static void unlock_in_child(void)
+{
+	fork_child_hook();
+	ucow_unlock(&fork_saved_mask);
+}
+
+/*
+ * fork() takes the global lock first, so that no operation is half done in
+ * the copy of memory the child gets; the child then disowns every region.
+ */
+void ucow_atfork_init(void (*child)(void))
+{
+	fork_child_hook = child;
+	pthread_atfork(lock_for_fork, unlock_after_fork, unlock_in_child);
+}

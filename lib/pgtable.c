@@ -1,0 +1,127 @@
+/*
+ * A region's page table: one pte per page, from page number to frame.
+ * Large tables are reserved address space, so a huge region that is lightly
+ * used costs table memory only where its pages are used.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+
+/* Tables up to this size come from malloc; larger ones are reserved. */
+#define PGTABLE_MALLOC_MAX ((size_t)64 << 10)
+
+static size_t bitmap_words(size_t nbits)
+{
+	return (nbits + 63) / 64;
+}
+
+int pgtable_init(struct pgtable *pt, size_t npages)
+{
+	pt->npages = npages;
+	pt->pte_bytes = npages * sizeof(pte_t);
+	pt->nleaves = (npages + PTES_PER_LEAF - 1) >> PTE_LEAF_SHIFT;
+	pt->pte_mapped = pt->pte_bytes > PGTABLE_MALLOC_MAX;
+	if (pt->pte_mapped)
+		pt->pte = os_reserve(pt->pte_bytes);
+	else
+		pt->pte = calloc(npages, sizeof(pte_t));
+	size_t words = bitmap_words(pt->nleaves);
+	pt->used_leaves = calloc(words, sizeof(uint64_t));
+	pt->write_leaves = calloc(words, sizeof(uint64_t));
+	if (!pt->pte || !pt->used_leaves || !pt->write_leaves) {
+		pgtable_free(pt);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void pgtable_free(struct pgtable *pt)
+{
+	if (pt->pte_mapped)
+		os_release(pt->pte, pt->pte_bytes);
+	else
+		free(pt->pte);
+	free(pt->used_leaves);
+	free(pt->write_leaves);
+	pt->pte = NULL;
+	pt->used_leaves = pt->write_leaves = NULL;
+}
+
+/* Bytes of table actually allocated: leaves in use for a reserved table. */
+size_t pgtable_bytes(const struct pgtable *pt)
+{
+	size_t bytes = 2 * bitmap_words(pt->nleaves) * sizeof(uint64_t);
+	if (!pt->pte_mapped)
+		return bytes + pt->pte_bytes;
+	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
+	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1))
+		bytes += PTES_PER_LEAF * sizeof(pte_t);
+	return bytes;
+}
+
+/*
+ * The per-page lock of the fault path: a bit in the pte, taken with a
+ * compare-and-swap. It is only ever held for the few system calls of one
+ * fault, never while the holder could wait for anything else.
+ */
+pte_t pte_lock(struct pgtable *pt, size_t i)
+{
+	pte_t *p = &pt->pte[i];
+	for (unsigned spins = 0;; spins++) {
+		pte_t old = LOAD_RELAXED(p);
+		if (!(old & PTE_LOCK) &&
+		    __atomic_compare_exchange_n(p, &old, old | PTE_LOCK, false,
+						__ATOMIC_ACQUIRE,
+						__ATOMIC_RELAXED))
+			return old;
+		if (spins > 64)
+			sched_yield();
+	}
+}
+
+void pte_unlock(struct pgtable *pt, size_t i, pte_t val)
+{
+	pte_t old = LOAD_RELAXED(&pt->pte[i]);
+	if (pte_frame(val) != FRAME_NONE && pte_frame(old) == FRAME_NONE)
+		leaf_mark(pt->used_leaves, i >> PTE_LEAF_SHIFT);
+	if ((val & PTE_WRITE) && !(old & PTE_WRITE))
+		leaf_mark(pt->write_leaves, i >> PTE_LEAF_SHIFT);
+	STORE(&pt->pte[i], val & ~PTE_LOCK);
+}
+
+void pte_set(struct pgtable *pt, size_t i, pte_t val)
+{
+	if (pte_frame(val) != FRAME_NONE)
+		leaf_mark(pt->used_leaves, i >> PTE_LEAF_SHIFT);
+	if (val & PTE_WRITE)
+		leaf_mark(pt->write_leaves, i >> PTE_LEAF_SHIFT);
+	STORE(&pt->pte[i], val);
+}
+
+void leaf_mark(uint64_t *map, size_t leaf)
+{
+	uint64_t bit = (uint64_t)1 << (leaf & 63);
+	if (!(LOAD_RELAXED(&map[leaf / 64]) & bit))
+		__atomic_fetch_or(&map[leaf / 64], bit, __ATOMIC_RELEASE);
+}
+
+size_t leaf_next(const uint64_t *map, size_t nleaves, size_t leaf)
+{
+	while (leaf < nleaves) {
+		uint64_t w = LOAD(&map[leaf / 64]) >> (leaf & 63);
+		if (w)
+			return leaf + (size_t)__builtin_ctzll(w) < nleaves
+				       ? leaf + (size_t)__builtin_ctzll(w)
+				       : nleaves;
+		leaf = (leaf | 63) + 1;
+	}
+	return nleaves;
+}
+
+void leaf_clear_all(uint64_t *map, size_t nleaves)
+{
+	for (size_t w = 0; w < bitmap_words(nleaves); w++)
+		STORE(&map[w], 0);
+}

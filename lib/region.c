@@ -1,0 +1,320 @@
+/*
+ * Regions: slots that are never freed (so a fault handler can never touch
+ * freed memory), a table from address chunk to slot (an O(1), lock-free
+ * lookup for the fault path), creation, destruction and fork().
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+
+#define MAX_REGIONS ((uint32_t)1 << 20)
+#define VA_BITS 47
+#define REGION_CHUNK ((size_t)1 << REGION_CHUNK_SHIFT)
+#define NCHUNKS ((size_t)1 << (VA_BITS - REGION_CHUNK_SHIFT))
+
+/* Slot 0 is never used, so that chunk_owner 0 means "no region". */
+static ucow_region *slots;
+static uint32_t *chunk_owner;
+static uint32_t next_slot = 1;
+/*
+ * Slots [1, slot_limit) are in use or in rotation. Free slots are taken in
+ * rotation, so a destroyed handle stays detectable for as long as possible;
+ * the rotation grows only when it is full.
+ */
+static uint32_t slot_limit = 4096;
+
+static size_t live_regions;
+
+uint32_t ucow_fork_gen;
+
+size_t region_count(void)
+{
+	return LOAD_RELAXED(&live_regions);
+}
+
+int region_table_init(void)
+{
+	slots = os_reserve((size_t)MAX_REGIONS * sizeof *slots);
+	chunk_owner = os_reserve(NCHUNKS * sizeof *chunk_owner);
+	if (!slots || !chunk_owner) {
+		os_release(slots, (size_t)MAX_REGIONS * sizeof *slots);
+		os_release(chunk_owner, NCHUNKS * sizeof *chunk_owner);
+		slots = NULL;
+		chunk_owner = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int region_check(const ucow_region *r)
+{
+	if (!r)
+		return -EINVAL;
+	uintptr_t p = (uintptr_t)r, lo = (uintptr_t)(slots + 1),
+		  hi = (uintptr_t)(slots + MAX_REGIONS);
+	if (!slots || p < lo || p >= hi ||
+	    (p - (uintptr_t)slots) % sizeof *slots)
+		return -EBADF;
+	uint32_t state = LOAD(&r->state);
+	if (state == REGION_ORPHAN)
+		return -ECHILD;
+	if (state != REGION_LIVE)
+		return -EBADF;
+	return 0;
+}
+
+static ucow_region *slot_take(void)
+{
+	for (uint32_t n = 1; n < slot_limit; n++) {
+		uint32_t idx = next_slot;
+		next_slot = next_slot + 1 < slot_limit ? next_slot + 1 : 1;
+		if (LOAD(&slots[idx].state) == REGION_FREE)
+			return &slots[idx];
+	}
+	if (slot_limit == MAX_REGIONS)
+		return NULL;
+	uint32_t idx = slot_limit;
+	slot_limit = slot_limit * 2 < MAX_REGIONS ? slot_limit * 2 : MAX_REGIONS;
+	next_slot = idx + 1;
+	return &slots[idx];
+}
+
+static int region_map(ucow_region *r)
+{
+	r->va_size = (r->size + REGION_CHUNK - 1) & ~(REGION_CHUNK - 1);
+	void *va = os_reserve_aligned(r->va_size, REGION_CHUNK);
+	if (!va)
+		return -ENOMEM;
+	r->base = (uintptr_t)va;
+	/* The whole reservation reads as zeros; only [base, base + size)
+	 * is the region, a write past it is a stray fault. */
+	int err = os_map_zero(va, r->va_size);
+	if (err)
+		os_release(va, r->va_size);
+	return err;
+}
+
+ucow_region *region_new(size_t npages, bool readonly, int *err)
+{
+	ucow_region *r = slot_take();
+	if (!r) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	memset(r, 0, sizeof *r);
+	r->readonly = readonly;
+	r->npages = npages;
+	r->size = npages << os_page_shift;
+	r->fork_gen = ucow_fork_gen;
+	*err = pgtable_init(&r->pt, npages);
+	if (*err)
+		return NULL;
+	if (!readonly && (*err = home_alloc(npages, &r->home)) != 0)
+		goto fail_table;
+	if ((*err = region_map(r)) != 0)
+		goto fail_home;
+	return r;
+fail_home:
+	home_retire(r->home, npages);
+fail_table:
+	pgtable_free(&r->pt);
+	return NULL;
+}
+
+static void set_owner(const ucow_region *r, uint32_t idx)
+{
+	for (size_t c = r->base >> REGION_CHUNK_SHIFT;
+	     c < (r->base + r->va_size) >> REGION_CHUNK_SHIFT; c++)
+		STORE(&chunk_owner[c], idx);
+}
+
+void region_publish(ucow_region *r)
+{
+	ADD(&live_regions, 1);
+	STORE(&r->state, REGION_LIVE);
+	set_owner(r, (uint32_t)(r - slots));
+}
+
+static ucow_region *region_at(uintptr_t addr)
+{
+	if (!chunk_owner || addr >> VA_BITS)
+		return NULL;
+	uint32_t idx = LOAD(&chunk_owner[addr >> REGION_CHUNK_SHIFT]);
+	return idx ? &slots[idx] : NULL;
+}
+
+static bool region_covers(const ucow_region *r, uintptr_t addr)
+{
+	return LOAD(&r->state) == REGION_LIVE && addr >= r->base &&
+	       addr - r->base < r->size;
+}
+
+/*
+ * The fault side of region_hold(): a fault counts itself in `active` and then
+ * checks wp_seq; a holder makes wp_seq odd and then waits for `active` to
+ * drain. Sequentially consistent order guarantees one of them sees the other.
+ */
+ucow_region *region_fault_enter(uintptr_t addr)
+{
+	ucow_region *r = region_at(addr);
+	if (!r)
+		return NULL;
+	for (;;) {
+		ADD(&r->active, 1);
+		if (region_at(addr) != r || !region_covers(r, addr)) {
+			SUB(&r->active, 1);
+			return NULL;
+		}
+		if (!(__atomic_load_n(&r->wp_seq, __ATOMIC_SEQ_CST) & 1))
+			return r;
+		SUB(&r->active, 1);
+		while (LOAD(&r->wp_seq) & 1)
+			sched_yield();
+	}
+}
+
+void region_fault_exit(ucow_region *r)
+{
+	SUB(&r->active, 1);
+}
+
+ucow_region *region_find(uintptr_t addr)
+{
+	ucow_region *r = region_at(addr);
+	return r && region_covers(r, addr) ? r : NULL;
+}
+
+static void wait_for_faults(ucow_region *r)
+{
+	while (__atomic_load_n(&r->active, __ATOMIC_SEQ_CST))
+		sched_yield();
+}
+
+void region_hold(ucow_region *r)
+{
+	ADD(&r->wp_seq, 1);
+	wait_for_faults(r);
+}
+
+void region_release(ucow_region *r)
+{
+	ADD(&r->wp_seq, 1);
+}
+
+/* Drops every frame reference of the table, as zap_page_range does. */
+static void region_zap(ucow_region *r)
+{
+	struct pgtable *pt = &r->pt;
+	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
+	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1)) {
+		size_t end = (l + 1) << PTE_LEAF_SHIFT;
+		for (size_t i = l << PTE_LEAF_SHIFT; i < end && i < r->npages; i++) {
+			frame_t f = pte_frame(pte_read(pt, i));
+			if (f != FRAME_NONE)
+				frame_put(f);
+		}
+	}
+}
+
+static void region_free_slot(ucow_region *r)
+{
+	pgtable_free(&r->pt);
+	uint32_t gen = r->fork_gen;
+	memset(r, 0, sizeof *r);
+	r->fork_gen = gen;
+	STORE(&r->state, REGION_FREE);
+}
+
+void region_abandon(ucow_region *r)
+{
+	if (!r)
+		return;
+	os_release((void *)r->base, r->va_size);
+	region_zap(r);
+	home_retire(r->home, r->npages);
+	region_free_slot(r);
+}
+
+ucow_region *ucow_create(size_t size)
+{
+	int err = ucow_init();
+	if (!err && (size == 0 || size > ((size_t)1 << (VA_BITS - 1))))
+		err = -EINVAL;
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	size_t npages = (size + os_page_size - 1) >> os_page_shift;
+	sigset_t mask;
+	ucow_lock(&mask);
+	ucow_region *r = NULL;
+	if (frames.memfd < 0)
+		err = frame_store_init();
+	if (!err)
+		r = region_new(npages, false, &err);
+	if (r)
+		region_publish(r);
+	ucow_unlock(&mask);
+	if (!r)
+		errno = -err;
+	return r;
+}
+
+void ucow_destroy(ucow_region *r)
+{
+	sigset_t mask;
+	ucow_lock(&mask);
+	int err = region_check(r);
+	if (err == -ECHILD) {
+		/* Inherited across fork(): the frames are the parent's. */
+		os_release((void *)r->base, r->va_size);
+		region_free_slot(r);
+	} else if (!err) {
+		STORE(&r->state, REGION_DYING);
+		SUB(&live_regions, 1);
+		set_owner(r, 0);
+		wait_for_faults(r);
+		region_abandon(r);
+	}
+	ucow_unlock(&mask);
+}
+
+void *ucow_base(const ucow_region *r)
+{
+	return region_check(r) ? NULL : (void *)r->base;
+}
+
+size_t ucow_size(const ucow_region *r)
+{
+	return region_check(r) ? 0 : r->size;
+}
+
+int ucow_is_snapshot(const ucow_region *r)
+{
+	int err = region_check(r);
+	return err ? err : r->readonly;
+}
+
+/*
+ * In a forked child (global lock held, one thread): the regions' frames are
+ * the parent's memory, shared through the memfd. Cover every region with
+ * PROT_NONE so the child can never write them, and start a store of its own.
+ */
+void region_atfork_child(void)
+{
+	if (!slots)
+		return;
+	for (uint32_t idx = 1; idx < slot_limit; idx++) {
+		ucow_region *r = &slots[idx];
+		uint32_t state = LOAD(&r->state);
+		if (state == REGION_LIVE || state == REGION_DYING) {
+			os_map_none((void *)r->base, r->va_size);
+			STORE(&r->state, REGION_ORPHAN);
+		}
+	}
+	os_discard(chunk_owner, NCHUNKS * sizeof *chunk_owner);
+	STORE(&live_regions, 0);
+	ucow_fork_gen++;
+}
