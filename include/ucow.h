@@ -21,8 +21,10 @@
  * it is a use-after-free in the program, as with munmap().
  *
  * fork(): regions are not inherited. In the child every region's address
- * range is left mapped PROT_NONE and every handle reports -ECHILD; the child
- * may create regions of its own. The frame store is close-on-exec.
+ * range is left mapped PROT_NONE (an access is a SIGSEGV) and every inherited
+ * handle reports -ECHILD; the child may create regions of its own. Only
+ * fork() through the C library runs ucow's fork handler; a raw clone(2)
+ * child shares the parent's frames. The frame store is close-on-exec.
  *
  * Signals: ucow installs a SIGSEGV handler (GNU libsigsegv) when the first
  * region is created. Faults that are not copy-on-write faults of a ucow region
@@ -83,9 +85,9 @@ UCOW_API int ucow_revert(ucow_region *dst, const ucow_region *src);
 
 /*
  * Destroys a region. Other copies keep their content; frames that no copy
- * uses any more are given back to the system. NULL, a destroyed handle and a
- * handle inherited across fork() are ignored (the latter's memory stays
- * reserved PROT_NONE).
+ * uses any more are given back to the system. NULL and a destroyed handle are
+ * ignored. In a forked child, a handle inherited from the parent is released
+ * (its address range unmapped) without touching the parent's memory.
  */
 UCOW_API void ucow_destroy(ucow_region *r);
 
@@ -102,10 +104,9 @@ UCOW_API int ucow_is_snapshot(const ucow_region *r);
  * Breaks sharing for [addr, addr + len) now, so that a system call (read(2),
  * recv(2), ...) may write into it: under the signal backend the kernel's own
  * writes into a shared page fail with EFAULT instead of faulting.
- * The range may span several regions; len 0 is 0.
- * Returns 0; -EFAULT (a byte of the range is outside every region), -EPERM
- * (a byte is in a snapshot), -EINVAL (the range runs past a region's end into
- * memory that is not a region), -ENOMEM (no frame). On error nothing changed.
+ * The range must lie in one region; len 0 is 0. Content never changes.
+ * Returns 0; -EFAULT (addr is outside every region), -EPERM (a snapshot),
+ * -EINVAL (the range runs past the region's end), -ENOMEM (no frame left).
  */
 UCOW_API int ucow_unshare(void *addr, size_t len);
 
@@ -141,9 +142,10 @@ struct ucow_global_stats {
 UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
 
 /*
- * Name of the fault backend in use: "sigsegv" (libsigsegv). Chosen when the
- * first region is created, from the environment variable UCOW_BACKEND if set
- * (an unknown name makes that first ucow_create fail with EINVAL).
+ * Name of the fault backend in use: "sigsegv" (libsigsegv). Chosen once per
+ * process, at the first call into ucow, from the environment variable
+ * UCOW_BACKEND if set. An unknown name makes ucow_create() fail with EINVAL
+ * and this call return NULL (errno EINVAL).
  */
 UCOW_API const char *ucow_backend(void);
 

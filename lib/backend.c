@@ -45,8 +45,6 @@ static void init(void)
 	}
 	if ((init_error = region_table_init()) != 0)
 		return;
-	if ((init_error = b->init()) != 0)
-		return;
 	ucow_backend_ops = b;
 	ucow_atfork_init(atfork_child);
 }
@@ -55,6 +53,23 @@ int ucow_init(void)
 {
 	pthread_once(&init_once, init);
 	return init_error;
+}
+
+/*
+ * The fault handler is installed by the first ucow_create(), not before, so
+ * that a program's SIGSEGV handler installed until then is the one ucow
+ * chains to. The frame store is made then too, and again in a forked child.
+ */
+int ucow_start(void)
+{
+	static bool backend_started;
+	if (!backend_started) {
+		int err = ucow_backend_ops->init();
+		if (err)
+			return err;
+		backend_started = true;
+	}
+	return frames.memfd < 0 ? frame_store_init() : 0;
 }
 
 const char *ucow_backend(void)

@@ -82,10 +82,16 @@ static void chain_fault(void *addr)
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 }
 
-/* libsigsegv calls this with serious = 0, then again with serious = 1. */
+/*
+ * libsigsegv calls this with serious = 0, then again with serious = 1. The
+ * address comes from the siginfo when the trampoline saw it: libsigsegv
+ * reads it from the machine context, which valgrind does not fill in.
+ */
 static int sigsegv_fault(void *addr, int serious)
 {
 	int saved = errno;
+	if (fault_info)
+		addr = fault_info->si_addr;
 	int served = handle_mm_fault((uintptr_t)addr);
 	if (!served && serious) {
 		chain_fault(addr);

@@ -191,8 +191,17 @@ enum region_state {
 };
 
 struct ucow_region {
+	/*
+	 * Kept when a slot is reused: a stale fault may still count itself in
+	 * `active` for a moment. `active` counts faults in progress; wp_seq is
+	 * odd while a clone, snapshot or revert holds the region (the mirror
+	 * of the kernel's mmap_lock taken for writing by fork()).
+	 */
 	uint32_t state;
-	uint32_t fork_gen;      /* fork generation that created it */
+	uint32_t active;
+	uint32_t wp_seq;
+
+	/* Reset when a slot is reused. */
 	bool readonly;          /* a snapshot */
 	uintptr_t base;
 	size_t size;            /* bytes, whole pages */
@@ -201,21 +210,12 @@ struct ucow_region {
 	frame_t home;           /* where private copies go; FRAME_NONE for a
 				   snapshot */
 	struct pgtable pt;
-	/*
-	 * Faults in progress, and a sequence that is odd while a clone,
-	 * snapshot or revert holds the region (the mirror of the kernel's
-	 * mmap_lock taken for writing by fork()).
-	 */
-	uint32_t active;
-	uint32_t wp_seq;
 	uint64_t cow_copies;
 	uint64_t cow_reuses;
 	uint64_t zero_fills;
 };
 
 #define REGION_CHUNK_SHIFT 21 /* regions own whole 2 MiB chunks of VA */
-
-extern uint32_t ucow_fork_gen;
 
 int region_table_init(void);
 size_t region_count(void);
@@ -280,5 +280,7 @@ extern const struct backend signal_backend;
 
 /* Initialises the library once; 0 or negative errno. */
 int ucow_init(void);
+/* Before the first region: fault handler, frame store (global lock held). */
+int ucow_start(void);
 
 #endif /* UCOW_INTERNAL_H */

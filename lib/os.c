@@ -136,9 +136,12 @@ void ucow_lock(sigset_t *saved)
 {
 	sigset_t all;
 	sigfillset(&all);
-	/* Synchronous faults must still reach us (and are not blocked). */
+	/* Synchronous signals cannot be blocked without killing the process. */
 	sigdelset(&all, SIGSEGV);
 	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGILL);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGTRAP);
 	pthread_sigmask(SIG_BLOCK, &all, saved);
 	pthread_mutex_lock(&global_lock);
 }

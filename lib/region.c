@@ -27,8 +27,6 @@ static uint32_t slot_limit = 4096;
 
 static size_t live_regions;
 
-uint32_t ucow_fork_gen;
-
 size_t region_count(void)
 {
 	return LOAD_RELAXED(&live_regions);
@@ -63,6 +61,12 @@ int region_check(const ucow_region *r)
 	if (state != REGION_LIVE)
 		return -EBADF;
 	return 0;
+}
+
+static void slot_reset(ucow_region *r)
+{
+	size_t keep = offsetof(ucow_region, readonly);
+	memset((char *)r + keep, 0, sizeof *r - keep);
 }
 
 static ucow_region *slot_take(void)
@@ -103,11 +107,10 @@ ucow_region *region_new(size_t npages, bool readonly, int *err)
 		*err = -ENOMEM;
 		return NULL;
 	}
-	memset(r, 0, sizeof *r);
+	slot_reset(r);
 	r->readonly = readonly;
 	r->npages = npages;
 	r->size = npages << os_page_shift;
-	r->fork_gen = ucow_fork_gen;
 	*err = pgtable_init(&r->pt, npages);
 	if (*err)
 		return NULL;
@@ -221,9 +224,7 @@ static void region_zap(ucow_region *r)
 static void region_free_slot(ucow_region *r)
 {
 	pgtable_free(&r->pt);
-	uint32_t gen = r->fork_gen;
-	memset(r, 0, sizeof *r);
-	r->fork_gen = gen;
+	slot_reset(r);
 	STORE(&r->state, REGION_FREE);
 }
 
@@ -250,8 +251,7 @@ ucow_region *ucow_create(size_t size)
 	sigset_t mask;
 	ucow_lock(&mask);
 	ucow_region *r = NULL;
-	if (frames.memfd < 0)
-		err = frame_store_init();
+	err = ucow_start();
 	if (!err)
 		r = region_new(npages, false, &err);
 	if (r)
@@ -316,5 +316,4 @@ void region_atfork_child(void)
 	}
 	os_discard(chunk_owner, NCHUNKS * sizeof *chunk_owner);
 	STORE(&live_regions, 0);
-	ucow_fork_gen++;
 }

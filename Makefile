@@ -1,0 +1,113 @@
+# Front door of ucow (hand-written; autotools only generate build*/Makefile).
+#   make                 build in build/ (installs missing Debian packages as root)
+#   make check           build and run the test suite
+#   make demo            run `ucow demo $(DEMO_ARGS)'
+#   make install PREFIX=/dir
+#   make check-asan | check-tsan | check-valgrind
+#   make clean | distclean
+PREFIX ?= /usr/local
+CONFIGURE_FLAGS ?=
+DEMO_ARGS ?=
+
+DEPS_PKGS = libsigsegv-dev libcunit1-dev libhwloc-dev autoconf automake libtool pkg-config gcc make
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+TSAN_FLAGS = -O1 -g -fsanitize=thread
+# gcc's ThreadSanitizer needs libtsan; fall back to clang if it cannot link.
+TSAN_CC = $(shell echo 'int main(void){return 0;}' | $(CC) -fsanitize=thread -x c -o /dev/null - 2>/dev/null && echo '$(CC)' || echo clang)
+# gcc 12's tsan cannot map its shadow with high ASLR entropy (vm.mmap_rnd_bits
+# above 28): run without ASLR where the sandbox allows it.
+NO_ASLR = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo "setarch $$(uname -m) -R")
+VALGRIND = valgrind --error-exitcode=1 --leak-check=full \
+	$(if $(wildcard test/valgrind.supp),--suppressions=$(CURDIR)/test/valgrind.supp)
+
+all: build/config.status
+	$(MAKE) -C build
+
+check: all
+	$(MAKE) -C build check
+
+demo: all
+	build/tools/ucow demo $(DEMO_ARGS)
+
+# PREFIX is fixed at configure time (libtool bakes libdir into the .la and the
+# installed rpath), so a different PREFIX reconfigures, keeping the other
+# options, and relinks from scratch.
+install: build/config.status
+	@configured=$$(sed -n 's/^prefix = //p' build/Makefile); \
+	if [ "$$configured" != "$(abspath $(PREFIX))" ]; then \
+	  echo "build/ was configured for prefix $$configured: reconfiguring for $(abspath $(PREFIX))"; \
+	  (cd build && eval "../configure $$(./config.status --config) '--prefix=$(abspath $(PREFIX))'") && \
+	  $(MAKE) -C build clean; \
+	fi
+	$(MAKE) -C build install
+
+# ucow owns SIGSEGV: without handle_segv=0 the sanitizer's own handler is the
+# "previous action" ucow forwards foreign faults to, and the tests that expect
+# the default action (death by SIGSEGV) see a sanitizer report and exit 1.
+check-asan: build-asan/config.status
+	UCOW_TEST_SANITIZER=asan \
+	ASAN_OPTIONS="handle_segv=0$${ASAN_OPTIONS:+:$$ASAN_OPTIONS}" \
+	UBSAN_OPTIONS="print_stacktrace=1$${UBSAN_OPTIONS:+:$$UBSAN_OPTIONS}" \
+	  $(MAKE) -C build-asan check
+
+check-tsan: DEPS_PKGS += libtsan2
+check-tsan: build-tsan/config.status
+	UCOW_TEST_SANITIZER=tsan TSAN_OPTIONS="handle_segv=0$${TSAN_OPTIONS:+:$$TSAN_OPTIONS}" \
+	  $(MAKE) -C build-tsan check UCOW_TEST_WRAPPER='$(NO_ASLR)'
+
+# libtool --mode=execute runs the real binary behind test/ucow_test's wrapper script.
+check-valgrind: DEPS_PKGS += valgrind
+check-valgrind: all
+	UCOW_TEST_SANITIZER=valgrind $(MAKE) -C build check \
+	  UCOW_TEST_WRAPPER='$$(LIBTOOL) --mode=execute $(VALGRIND)'
+
+clean:
+	for d in build build-asan build-tsan; do \
+	  if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || exit 1; fi; \
+	done
+
+distclean:
+	rm -rf build build-asan build-tsan
+
+# Installs what is missing as root, otherwise says what to run.
+deps:
+	@missing=; \
+	for p in $(DEPS_PKGS); do \
+	  case "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" in \
+	    *" installed") ;; \
+	    *) missing="$$missing $$p" ;; \
+	  esac; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v dpkg-query >/dev/null; then \
+	  echo "deps: no dpkg-query, not a Debian system: install the equivalents of:$$missing"; exit 0; \
+	fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "deps: installing$$missing"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	else \
+	  echo "deps: missing Debian packages:$$missing"; \
+	  echo "deps: run: sudo apt-get install -y$$missing"; \
+	  exit 1; \
+	fi
+
+configure: configure.ac Makefile.am | deps
+	autoreconf -fi
+	touch configure
+
+# CONFIGURE_FLAGS apply when a build dir is first configured; a newer
+# configure is rerun with the options the dir already has.
+reconfigure = mkdir -p $(1) && cd $(1) && \
+	if [ -f config.status ]; then ./config.status --recheck && ./config.status; \
+	else ../configure $(2); fi
+
+build/config.status: configure | deps
+	$(call reconfigure,build,--prefix=$(abspath $(PREFIX)) $(CONFIGURE_FLAGS))
+
+build-asan/config.status: configure | deps
+	$(call reconfigure,build-asan,$(CONFIGURE_FLAGS) CFLAGS='$(ASAN_FLAGS)' LDFLAGS='$(ASAN_FLAGS)')
+
+build-tsan/config.status: configure | deps
+	$(call reconfigure,build-tsan,$(CONFIGURE_FLAGS) CC='$(TSAN_CC)' CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)')
+
+.PHONY: all check demo install check-asan check-tsan check-valgrind clean distclean deps

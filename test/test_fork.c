@@ -1,0 +1,256 @@
+/*
+ * fork(): regions are not inherited. The child sees the parent's ranges
+ * PROT_NONE and its handles as -ECHILD; it may create regions of its own.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CUnit/CUnit.h>
+
+#include "helpers.h"
+
+enum { PAGES = 4 };
+
+/*
+ * A parent region with a clone, so that its pages are shared. The bases are
+ * taken in the parent: in the child, ucow_base() of these handles may be NULL.
+ */
+struct family {
+	ucow_region *src, *clone;
+	char *src_base, *clone_base;
+};
+
+static struct family make_family(unsigned seed)
+{
+	struct family f = { make_filled(PAGES, PAGES, seed), NULL, NULL, NULL };
+	if (f.src)
+		f.clone = ucow_clone(f.src);
+	f.src_base = ucow_base(f.src);
+	f.clone_base = ucow_base(f.clone);
+	return f;
+}
+
+static void destroy_family(struct family f)
+{
+	ucow_destroy(f.clone);
+	ucow_destroy(f.src);
+}
+
+static void write_parent_region(void *base)
+{
+	*(volatile char *)base = 'x';
+}
+
+static void read_parent_region(void *base)
+{
+	/* Exit with what was read, if the read is let through. */
+	_exit(*(volatile unsigned char *)base | 1);
+}
+
+static void test_child_write_to_parent_region_is_sigsegv(void)
+{
+	struct family f = make_family(1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	struct ucow_stats before = stats_of(f.src);
+
+	CU_ASSERT(CHILD_SIGNALED(run_in_child(write_parent_region, f.src_base),
+				 SIGSEGV));
+	CU_ASSERT(CHILD_SIGNALED(run_in_child(write_parent_region, f.clone_base),
+				 SIGSEGV));
+
+	CU_ASSERT(pages_match(ucow_base(f.src), 0, PAGES, 1));
+	CU_ASSERT(pages_match(ucow_base(f.clone), 0, PAGES, 1));
+	struct ucow_stats after = stats_of(f.src);
+	CU_ASSERT(stats_equal(&before, &after));
+	destroy_family(f);
+}
+
+static void test_child_read_of_parent_region_is_sigsegv(void)
+{
+	struct family f = make_family(2);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	CU_ASSERT(CHILD_SIGNALED(run_in_child(read_parent_region, f.src_base),
+				 SIGSEGV));
+	destroy_family(f);
+}
+
+static void check_range_is_prot_none(void *base)
+{
+	char perms[5];
+	for (size_t p = 0; p < PAGES; p++) {
+		CHECK(mapping_perms((char *)base + p * page_size(), perms));
+		CHECK(strncmp(perms, "---", 3) == 0);
+	}
+}
+
+static void test_parent_range_is_prot_none_in_child(void)
+{
+	struct family f = make_family(3);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	CU_ASSERT(CHILD_EXITED(run_in_child(check_range_is_prot_none, f.src_base), 0));
+	CU_ASSERT(CHILD_EXITED(run_in_child(check_range_is_prot_none, f.clone_base), 0));
+	destroy_family(f);
+}
+
+static void use_inherited_handles(void *arg)
+{
+	struct family *f = arg;
+	struct ucow_stats s;
+	CHECK(ucow_stats(f->src, &s) == -ECHILD);
+	errno = 0;
+	CHECK(ucow_clone(f->src) == NULL && errno == ECHILD);
+	errno = 0;
+	CHECK(ucow_snapshot(f->src) == NULL && errno == ECHILD);
+	CHECK(ucow_revert(f->clone, f->src) == -ECHILD);
+	CHECK(ucow_is_snapshot(f->src) == -ECHILD);
+}
+
+static void test_inherited_handles_report_echild(void)
+{
+	struct family f = make_family(4);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	CU_ASSERT(CHILD_EXITED(run_in_child(use_inherited_handles, &f), 0));
+	destroy_family(f);
+}
+
+static void destroy_inherited_handles(void *arg)
+{
+	struct family *f = arg;
+	char perms[5];
+	CHECK(mapping_perms(f->src_base, perms));
+	ucow_destroy(f->src);
+	ucow_destroy(f->clone);
+	CHECK(!mapping_perms(f->src_base, perms));
+	CHECK(!mapping_perms(f->clone_base, perms));
+}
+
+static void test_child_destroying_inherited_handles_leaves_parent_alone(void)
+{
+	struct family f = make_family(5);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	struct ucow_stats before = stats_of(f.src);
+	struct ucow_global_stats g = global_stats();
+
+	CU_ASSERT(CHILD_EXITED(run_in_child(destroy_inherited_handles, &f), 0));
+
+	struct ucow_stats after = stats_of(f.src);
+	CU_ASSERT(stats_equal(&before, &after));
+	CU_ASSERT_EQUAL(global_stats().frames, g.frames);
+	CU_ASSERT_EQUAL(global_stats().regions, g.regions);
+	CU_ASSERT(pages_match(ucow_base(f.src), 0, PAGES, 5));
+	CU_ASSERT(pages_match(ucow_base(f.clone), 0, PAGES, 5));
+	destroy_family(f);
+}
+
+static void cow_in_child(void *arg)
+{
+	(void)arg;
+	ucow_region *src = make_filled(PAGES, PAGES, 6);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	fill_pages(ucow_base(clone), 0, 1, 7);
+	CHECK(stats_of(clone).cow_copies == 1);
+	CHECK(pages_match(ucow_base(clone), 0, 1, 7));
+	CHECK(pages_match(ucow_base(src), 0, PAGES, 6));
+	ucow_region *snap = ucow_snapshot(clone);
+	CHECK(snap != NULL);
+	CHECK(ucow_revert(clone, src) == 0);
+	CHECK(pages_match(ucow_base(clone), 0, PAGES, 6));
+	CHECK(pages_match(ucow_base(snap), 0, 1, 7));
+	ucow_destroy(snap);
+	ucow_destroy(clone);
+	ucow_destroy(src);
+}
+
+static void test_child_regions_copy_on_write(void)
+{
+	struct family f = make_family(8); /* the parent has regions too */
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	CU_ASSERT(CHILD_EXITED(run_in_child(cow_in_child, NULL), 0));
+	CU_ASSERT(pages_match(ucow_base(f.src), 0, PAGES, 8));
+	destroy_family(f);
+}
+
+static void do_nothing(void *arg)
+{
+	(void)arg;
+}
+
+static void test_parent_regions_copy_on_write_after_fork(void)
+{
+	struct family f = make_family(9);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	CU_ASSERT(CHILD_EXITED(run_in_child(do_nothing, NULL), 0));
+
+	fill_pages(ucow_base(f.clone), 1, 1, 10);
+
+	CU_ASSERT_EQUAL(stats_of(f.clone).cow_copies, 1);
+	CU_ASSERT(pages_match(ucow_base(f.clone), 1, 1, 10));
+	CU_ASSERT(pages_match(ucow_base(f.src), 0, PAGES, 9));
+	destroy_family(f);
+}
+
+/*
+ * Lists the fds of a shell spawned now. glibc's posix_spawn() runs no fork
+ * handlers, so only close-on-exec can keep the frame store out of it.
+ */
+static void test_frame_store_is_close_on_exec(void)
+{
+	struct family f = make_family(11);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	CU_ASSERT_FATAL(has_memfd_open());
+
+	int fd[2];
+	CU_ASSERT_FATAL(pipe2(fd, O_CLOEXEC) == 0);
+	posix_spawn_file_actions_t actions;
+	posix_spawn_file_actions_init(&actions);
+	posix_spawn_file_actions_adddup2(&actions, fd[1], STDOUT_FILENO);
+	char *argv[] = { "sh", "-c",
+			 "for f in /proc/$$/fd/*; do readlink \"$f\" || :; done",
+			 NULL };
+	pid_t pid;
+	CU_ASSERT_EQUAL_FATAL(posix_spawn(&pid, "/bin/sh", &actions, NULL, argv,
+					  environ), 0);
+	posix_spawn_file_actions_destroy(&actions);
+	close(fd[1]);
+
+	char out[8192];
+	size_t len = 0;
+	ssize_t n;
+	while (len < sizeof(out) - 1 &&
+	       (n = read(fd[0], out + len, sizeof(out) - 1 - len)) > 0)
+		len += (size_t)n;
+	out[len] = '\0';
+	close(fd[0]);
+	int st;
+	CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+	CU_ASSERT(CHILD_EXITED(st, 0));
+
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "pipe:")); /* the listing worked */
+	CU_ASSERT_PTR_NULL(strstr(out, "memfd:"));
+	destroy_family(f);
+}
+
+void add_fork_suite(void)
+{
+	static const struct test_case tests[] = {
+		TEST(test_child_write_to_parent_region_is_sigsegv),
+		TEST(test_child_read_of_parent_region_is_sigsegv),
+		TEST(test_parent_range_is_prot_none_in_child),
+		TEST(test_inherited_handles_report_echild),
+		TEST(test_child_destroying_inherited_handles_leaves_parent_alone),
+		TEST(test_child_regions_copy_on_write),
+		TEST(test_parent_regions_copy_on_write_after_fork),
+		TEST(test_frame_store_is_close_on_exec),
+		{ NULL, NULL },
+	};
+	add_suite("fork", tests);
+}

@@ -1,0 +1,273 @@
+/*
+ * Faults that are not ucow's reach the program.
+ *
+ * ucow installs its SIGSEGV handler when a process creates its first region
+ * (the library found here does so already at its first call, e.g. the
+ * ucow_backend() that main() prints), and fork() children inherit it: by the
+ * time this suite runs, a forked child of the test process can no longer
+ * install a handler "before ucow". These scenarios therefore run in a fresh
+ * process, `<test binary> --child-scenario NAME` (execve resets caught
+ * signals to their default action), and report through their exit status.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <CUnit/CUnit.h>
+
+#include "helpers.h"
+
+static sigjmp_buf escape;
+static void *volatile fault_addr;
+static volatile sig_atomic_t foreign_calls, resolved_calls;
+
+/* The program's own handler: records the fault and jumps out of it. */
+static void program_handler(int sig, siginfo_t *info, void *ctx)
+{
+	(void)sig;
+	(void)ctx;
+	fault_addr = info->si_addr;
+	foreign_calls++;
+	siglongjmp(escape, 1);
+}
+
+/* A handler installed after ucow: passes every fault to ucow first. */
+static void late_program_handler(int sig, siginfo_t *info, void *ctx)
+{
+	if (ucow_handle_fault(info->si_addr)) {
+		resolved_calls++;
+		return;
+	}
+	program_handler(sig, info, ctx);
+}
+
+static void install(void (*handler)(int, siginfo_t *, void *))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = handler;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
+}
+
+/* Writes one byte at p; returns whether the program's handler got the fault. */
+static bool write_faults_to_program(char *p)
+{
+	int calls = foreign_calls;
+	fault_addr = NULL;
+	if (sigsetjmp(escape, 1) == 0)
+		*(volatile char *)p = 'x';
+	return foreign_calls == calls + 1 && fault_addr == p;
+}
+
+static char *read_only_page(void)
+{
+	void *p = mmap(NULL, page_size(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	CHECK(p != MAP_FAILED);
+	return p;
+}
+
+enum { PAGES = 4 };
+
+/* A clone's copy-on-write still works, and the program's handler sees none. */
+static void check_cow_works(void)
+{
+	int calls = foreign_calls;
+	ucow_region *src = make_filled(PAGES, PAGES, 1);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	fill_pages(ucow_base(clone), 1, 1, 2);
+	CHECK(pages_match(ucow_base(clone), 1, 1, 2));
+	CHECK(pages_match(ucow_base(src), 0, PAGES, 1));
+	CHECK(stats_of(clone).cow_copies == 1);
+	CHECK(foreign_calls == calls);
+	ucow_destroy(clone);
+	ucow_destroy(src);
+}
+
+static int snapshot_write_reaches_earlier_handler(void)
+{
+	install(program_handler);
+	ucow_region *src = make_filled(PAGES, PAGES, 3);
+	CHECK(src != NULL);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	uint64_t foreign = global_stats().foreign_faults;
+
+	CHECK(write_faults_to_program(page_of(snap, 1) + 123));
+
+	CHECK(global_stats().foreign_faults == foreign + 1);
+	CHECK(pages_match(ucow_base(snap), 0, PAGES, 3));
+	return 0;
+}
+
+static int stray_write_reaches_earlier_handler(void)
+{
+	install(program_handler);
+	ucow_region *r = make_filled(PAGES, PAGES, 4);
+	CHECK(r != NULL);
+	char *ro = read_only_page();
+
+	CHECK(write_faults_to_program(ro + 42));
+	CHECK(is_zero(ro, page_size()));
+	return 0;
+}
+
+static int cow_works_after_program_handler_ran(void)
+{
+	install(program_handler);
+	ucow_region *src = make_filled(PAGES, PAGES, 5);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	CHECK(write_faults_to_program(page_of(snap, 0)));
+	CHECK(write_faults_to_program(read_only_page()));
+	check_cow_works();
+	return 0;
+}
+
+/* With no handler of the program's, these faults keep the default action. */
+static int snapshot_write_default_action(void)
+{
+	ucow_region *src = make_filled(PAGES, PAGES, 6);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	*(volatile char *)page_of(snap, 2) = 'x';
+	return 0;
+}
+
+static int stray_write_default_action(void)
+{
+	ucow_region *r = make_filled(PAGES, PAGES, 7);
+	CHECK(r != NULL);
+	*(volatile char *)read_only_page() = 'x';
+	return 0;
+}
+
+static int later_handler_keeps_cow_working(void)
+{
+	ucow_region *src = make_filled(PAGES, PAGES, 8); /* ucow's handler now */
+	CHECK(src != NULL);
+	install(late_program_handler);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+
+	fill_pages(ucow_base(clone), 1, 1, 10);
+
+	/* One write to a shared page: one fault, resolved by ucow. */
+	CHECK(resolved_calls == 1);
+	CHECK(foreign_calls == 0);
+	CHECK(stats_of(clone).cow_copies == 1);
+	CHECK(pages_match(ucow_base(clone), 1, 1, 10));
+	CHECK(pages_match(ucow_base(src), 0, PAGES, 8));
+	return 0;
+}
+
+static int later_handler_gets_foreign_faults(void)
+{
+	ucow_region *src = make_filled(PAGES, PAGES, 9);
+	CHECK(src != NULL);
+	install(late_program_handler);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	CHECK(write_faults_to_program(page_of(snap, 3) + 7));
+	CHECK(write_faults_to_program(read_only_page() + 9));
+	CHECK(resolved_calls == 0);
+	CHECK(pages_match(ucow_base(snap), 0, PAGES, 9));
+	return 0;
+}
+
+static bool segv_action_is_default(void)
+{
+	struct sigaction sa;
+	CHECK(sigaction(SIGSEGV, NULL, &sa) == 0);
+	return !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
+}
+
+static int handler_installed_at_first_create(void)
+{
+	CHECK(segv_action_is_default());
+	CHECK(ucow_page_size() == page_size());
+	CHECK(ucow_backend() != NULL);
+	CHECK(segv_action_is_default());
+	ucow_region *r = ucow_create(page_size());
+	CHECK(r != NULL);
+	/* Only the signal backend needs a SIGSEGV handler. */
+	if (backend_is("sigsegv"))
+		CHECK(!segv_action_is_default());
+	return 0;
+}
+
+const struct child_scenario signal_scenarios[] = {
+	{ "snapshot-write-reaches-earlier-handler", snapshot_write_reaches_earlier_handler },
+	{ "stray-write-reaches-earlier-handler", stray_write_reaches_earlier_handler },
+	{ "cow-works-after-program-handler-ran", cow_works_after_program_handler_ran },
+	{ "snapshot-write-default-action", snapshot_write_default_action },
+	{ "stray-write-default-action", stray_write_default_action },
+	{ "later-handler-keeps-cow-working", later_handler_keeps_cow_working },
+	{ "later-handler-gets-foreign-faults", later_handler_gets_foreign_faults },
+	{ "handler-installed-at-first-create", handler_installed_at_first_create },
+	{ NULL, NULL },
+};
+
+static void test_snapshot_write_reaches_earlier_handler(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("snapshot-write-reaches-earlier-handler"), 0));
+}
+
+static void test_stray_write_reaches_earlier_handler(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("stray-write-reaches-earlier-handler"), 0));
+}
+
+static void test_cow_works_after_program_handler_ran(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("cow-works-after-program-handler-ran"), 0));
+}
+
+static void test_snapshot_write_default_action_kills(void)
+{
+	CU_ASSERT(CHILD_SIGNALED(run_scenario("snapshot-write-default-action"), SIGSEGV));
+}
+
+static void test_stray_write_default_action_kills(void)
+{
+	CU_ASSERT(CHILD_SIGNALED(run_scenario("stray-write-default-action"), SIGSEGV));
+}
+
+static void test_later_handler_keeps_cow_working(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("later-handler-keeps-cow-working"), 0));
+}
+
+static void test_later_handler_gets_foreign_faults(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("later-handler-gets-foreign-faults"), 0));
+}
+
+static void test_handler_installed_at_first_create(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("handler-installed-at-first-create"), 0));
+}
+
+void add_signals_suite(void)
+{
+	static const struct test_case tests[] = {
+		TEST(test_snapshot_write_reaches_earlier_handler),
+		TEST(test_stray_write_reaches_earlier_handler),
+		TEST(test_cow_works_after_program_handler_ran),
+		TEST(test_snapshot_write_default_action_kills),
+		TEST(test_stray_write_default_action_kills),
+		TEST(test_later_handler_keeps_cow_working),
+		TEST(test_later_handler_gets_foreign_faults),
+		TEST(test_handler_installed_at_first_create),
+		{ NULL, NULL },
+	};
+	add_suite("signals", tests);
+}

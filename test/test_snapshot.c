@@ -1,0 +1,233 @@
+/* Read-only snapshots, and reverting a region to another copy. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <signal.h>
+
+#include <CUnit/CUnit.h>
+
+#include "helpers.h"
+
+enum { PAGES = 8, WRITTEN = 6 };
+
+static void write_to_snapshot(void *unused)
+{
+	(void)unused;
+	ucow_region *src = make_filled(PAGES, WRITTEN, 1);
+	CHECK(src != NULL);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	*(volatile char *)page_of(snap, 1) = 'x';
+	/* Reached only if the write was let through. */
+	CHECK(!"the write to a snapshot did not fault");
+}
+
+static void write_to_snapshot_zero_page(void *unused)
+{
+	(void)unused;
+	ucow_region *src = make_filled(PAGES, WRITTEN, 1);
+	CHECK(src != NULL);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	*(volatile char *)page_of(snap, PAGES - 1) = 'x';
+	CHECK(!"the write to a snapshot's zero page did not fault");
+}
+
+static void test_write_to_snapshot_is_sigsegv(void)
+{
+	CU_ASSERT(CHILD_SIGNALED(run_in_child(write_to_snapshot, NULL), SIGSEGV));
+}
+
+static void test_write_to_snapshot_zero_page_is_sigsegv(void)
+{
+	CU_ASSERT(CHILD_SIGNALED(run_in_child(write_to_snapshot_zero_page, NULL),
+				 SIGSEGV));
+}
+
+static void test_snapshot_keeps_content_of_its_moment(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 2);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	CU_ASSERT_EQUAL(ucow_is_snapshot(snap), 1);
+	CU_ASSERT_EQUAL(ucow_is_snapshot(src), 0);
+
+	fill_pages(ucow_base(src), 0, PAGES, 3);
+
+	CU_ASSERT(pages_match(ucow_base(src), 0, PAGES, 3));
+	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 2));
+	CU_ASSERT(is_zero(page_of(snap, WRITTEN), (PAGES - WRITTEN) * page_size()));
+	struct ucow_stats s = stats_of(src);
+	CU_ASSERT_EQUAL(s.cow_copies, WRITTEN);
+	CU_ASSERT_EQUAL(s.zero_fills, PAGES);
+	CU_ASSERT_EQUAL(stats_of(snap).shared_pages, 0);
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+static void test_snapshot_of_a_snapshot(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 4);
+	ucow_region *s1 = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s1);
+	fill_pages(ucow_base(src), 0, 1, 5);
+	ucow_region *s2 = ucow_snapshot(s1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
+
+	CU_ASSERT_EQUAL(ucow_is_snapshot(s2), 1);
+	CU_ASSERT(pages_match(ucow_base(s2), 0, WRITTEN, 4));
+	ucow_destroy(s1);
+	CU_ASSERT(pages_match(ucow_base(s2), 0, WRITTEN, 4));
+	CU_ASSERT(pages_match(ucow_base(src), 0, 1, 5));
+	CU_ASSERT(pages_match(ucow_base(src), 1, WRITTEN - 1, 4));
+	ucow_destroy(s2);
+	ucow_destroy(src);
+}
+
+static void test_clone_of_a_snapshot_is_writable_and_independent(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 6);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	ucow_region *clone = ucow_clone(snap);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(clone);
+	CU_ASSERT_EQUAL(ucow_is_snapshot(clone), 0);
+
+	fill_pages(ucow_base(clone), 0, PAGES, 7);
+
+	CU_ASSERT(pages_match(ucow_base(clone), 0, PAGES, 7));
+	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 6));
+	CU_ASSERT(pages_match(ucow_base(src), 0, WRITTEN, 6));
+	CU_ASSERT_EQUAL(stats_of(clone).cow_copies, WRITTEN);
+	ucow_destroy(snap);
+	ucow_destroy(src);
+	CU_ASSERT(pages_match(ucow_base(clone), 0, PAGES, 7));
+	ucow_destroy(clone);
+}
+
+static void test_revert_to_older_snapshot_restores_every_byte(void)
+{
+	size_t frames = global_stats().frames;
+	ucow_region *src = make_filled(PAGES, WRITTEN, 8);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	fill_pages(ucow_base(src), 0, PAGES, 9);
+
+	CU_ASSERT_EQUAL(ucow_revert(src, snap), 0);
+
+	CU_ASSERT(pages_match(ucow_base(src), 0, WRITTEN, 8));
+	CU_ASSERT(is_zero(page_of(src, WRITTEN), (PAGES - WRITTEN) * page_size()));
+	CU_ASSERT_EQUAL(ucow_is_snapshot(src), 0);
+	/* src's own copies went back to the system. */
+	CU_ASSERT_EQUAL(global_stats().frames, frames + WRITTEN);
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+static void test_revert_shares_the_source_pages(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 10);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	fill_pages(ucow_base(src), 0, PAGES, 11);
+	CU_ASSERT_EQUAL_FATAL(ucow_revert(src, snap), 0);
+
+	struct ucow_stats s = stats_of(src);
+	CU_ASSERT_EQUAL(s.pages, PAGES);
+	CU_ASSERT_EQUAL(s.shared_pages, WRITTEN);
+	CU_ASSERT_EQUAL(s.private_pages, 0);
+	CU_ASSERT_EQUAL(s.zero_pages, PAGES - WRITTEN);
+	CU_ASSERT_EQUAL(s.writable_pages, 0);
+	CU_ASSERT_EQUAL(stats_of(snap).shared_pages, WRITTEN);
+
+	/* Writing after the revert copies again, and the snapshot keeps its. */
+	uint64_t copies = s.cow_copies;
+	fill_pages(ucow_base(src), 0, 1, 12);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, copies + 1);
+	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 10));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+static void test_revert_to_a_clone(void)
+{
+	ucow_region *a = make_filled(PAGES, WRITTEN, 13);
+	ucow_region *c = ucow_clone(a);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	fill_pages(ucow_base(c), 0, PAGES, 14);
+
+	CU_ASSERT_EQUAL(ucow_revert(a, c), 0);
+
+	CU_ASSERT(pages_match(ucow_base(a), 0, PAGES, 14));
+	CU_ASSERT_EQUAL(stats_of(a).shared_pages, PAGES);
+	fill_pages(ucow_base(a), 0, 1, 15);
+	CU_ASSERT(pages_match(ucow_base(c), 0, PAGES, 14));
+	fill_pages(ucow_base(c), 1, 1, 16);
+	CU_ASSERT(pages_match(ucow_base(a), 1, PAGES - 1, 14));
+	ucow_destroy(c);
+	ucow_destroy(a);
+}
+
+static void test_revert_with_nothing_different_changes_nothing(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 17);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	struct ucow_stats before = stats_of(src);
+	size_t frames = global_stats().frames;
+
+	CU_ASSERT_EQUAL(ucow_revert(src, snap), 0);
+
+	struct ucow_stats after = stats_of(src);
+	CU_ASSERT(stats_equal(&before, &after));
+	CU_ASSERT_EQUAL(global_stats().frames, frames);
+	CU_ASSERT(pages_match(ucow_base(src), 0, WRITTEN, 17));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+static void test_destroy_snapshot_before_source(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 18);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	ucow_destroy(snap);
+	CU_ASSERT(pages_match(ucow_base(src), 0, WRITTEN, 18));
+	CU_ASSERT_EQUAL(stats_of(src).shared_pages, 0);
+	fill_pages(ucow_base(src), 0, 1, 19);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 0);
+	CU_ASSERT(pages_match(ucow_base(src), 0, 1, 19));
+	ucow_destroy(src);
+}
+
+static void test_destroy_source_before_snapshot(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 20);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	ucow_destroy(src);
+	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 20));
+	CU_ASSERT_EQUAL(stats_of(snap).shared_pages, 0);
+	CU_ASSERT_EQUAL(stats_of(snap).private_pages, WRITTEN);
+	ucow_destroy(snap);
+}
+
+void add_snapshot_suite(void)
+{
+	static const struct test_case tests[] = {
+		TEST(test_write_to_snapshot_is_sigsegv),
+		TEST(test_write_to_snapshot_zero_page_is_sigsegv),
+		TEST(test_snapshot_keeps_content_of_its_moment),
+		TEST(test_snapshot_of_a_snapshot),
+		TEST(test_clone_of_a_snapshot_is_writable_and_independent),
+		TEST(test_revert_to_older_snapshot_restores_every_byte),
+		TEST(test_revert_shares_the_source_pages),
+		TEST(test_revert_to_a_clone),
+		TEST(test_revert_with_nothing_different_changes_nothing),
+		TEST(test_destroy_snapshot_before_source),
+		TEST(test_destroy_source_before_snapshot),
+		{ NULL, NULL },
+	};
+	add_suite("snapshot", tests);
+}

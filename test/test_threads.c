@@ -1,0 +1,294 @@
+/*
+ * Real threads against the fault path. Each scenario is a fault storm, so it
+ * runs in a child process; failures are reported by CHECK() there.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <sched.h>
+
+#include <CUnit/CUnit.h>
+
+#include "helpers.h"
+
+enum { THREADS = 4 };
+
+/* ---- N threads write one shared page of a clone at once ---------------- */
+
+enum { SAME_PAGE_ROUNDS = 2000 };
+
+struct same_page {
+	pthread_barrier_t start, done;
+	unsigned char *page; /* page 0 of the clone */
+	unsigned round;
+};
+
+struct worker {
+	struct same_page *sp;
+	unsigned id;
+};
+
+static unsigned char same_page_byte(unsigned round, unsigned id)
+{
+	return (unsigned char)(1 + (round * THREADS + id) % 255);
+}
+
+static void *same_page_writer(void *arg)
+{
+	struct worker *w = arg;
+	struct same_page *sp = w->sp;
+	for (unsigned r = 0; r < SAME_PAGE_ROUNDS; r++) {
+		pthread_barrier_wait(&sp->start);
+		/* Thread id owns the bytes i with i % THREADS == id. */
+		for (size_t i = w->id; i < page_size(); i += THREADS)
+			((volatile unsigned char *)sp->page)[i] =
+				same_page_byte(sp->round, w->id);
+		pthread_barrier_wait(&sp->done);
+	}
+	return NULL;
+}
+
+static void same_page_scenario(void *unused)
+{
+	(void)unused;
+	ucow_region *src = make_filled(1, 1, 1);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	struct same_page sp = { .page = ucow_base(clone) };
+	CHECK(pthread_barrier_init(&sp.start, NULL, THREADS + 1) == 0);
+	CHECK(pthread_barrier_init(&sp.done, NULL, THREADS + 1) == 0);
+	pthread_t t[THREADS];
+	struct worker w[THREADS];
+	for (unsigned i = 0; i < THREADS; i++) {
+		w[i] = (struct worker){ &sp, i };
+		CHECK(pthread_create(&t[i], NULL, same_page_writer, &w[i]) == 0);
+	}
+	for (sp.round = 0; sp.round < SAME_PAGE_ROUNDS; sp.round++) {
+		/* Share the page again so that this round's writes must copy it. */
+		CHECK(ucow_revert(clone, src) == 0);
+		CHECK(stats_of(clone).shared_pages == 1);
+		uint64_t copies = stats_of(clone).cow_copies;
+		pthread_barrier_wait(&sp.start);
+		pthread_barrier_wait(&sp.done);
+		CHECK(stats_of(clone).cow_copies == copies + 1);
+		for (size_t i = 0; i < page_size(); i++)
+			CHECK(sp.page[i] == same_page_byte(sp.round, i % THREADS));
+		CHECK(pages_match(ucow_base(src), 0, 1, 1));
+	}
+	for (unsigned i = 0; i < THREADS; i++)
+		CHECK(pthread_join(t[i], NULL) == 0);
+}
+
+static void test_threads_writing_one_shared_page_make_one_copy(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(same_page_scenario, NULL), 0));
+}
+
+/* ---- threads write different pages in parallel -------------------------- */
+
+enum { PARALLEL_PAGES = 64 };
+
+struct parallel {
+	ucow_region *clone;
+	unsigned id;
+};
+
+static void *parallel_writer(void *arg)
+{
+	struct parallel *p = arg;
+	for (size_t pg = p->id; pg < PARALLEL_PAGES; pg += THREADS)
+		fill_pages(ucow_base(p->clone), pg, 1, 100 + p->id);
+	return NULL;
+}
+
+static void parallel_pages_scenario(void *unused)
+{
+	(void)unused;
+	ucow_region *src = make_filled(PARALLEL_PAGES, PARALLEL_PAGES, 2);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	pthread_t t[THREADS];
+	struct parallel p[THREADS];
+	for (unsigned i = 0; i < THREADS; i++) {
+		p[i] = (struct parallel){ clone, i };
+		CHECK(pthread_create(&t[i], NULL, parallel_writer, &p[i]) == 0);
+	}
+	for (unsigned i = 0; i < THREADS; i++)
+		CHECK(pthread_join(t[i], NULL) == 0);
+
+	for (size_t pg = 0; pg < PARALLEL_PAGES; pg++)
+		CHECK(pages_match(ucow_base(clone), pg, 1, 100 + pg % THREADS));
+	CHECK(pages_match(ucow_base(src), 0, PARALLEL_PAGES, 2));
+	struct ucow_stats s = stats_of(clone);
+	CHECK(s.cow_copies == PARALLEL_PAGES);
+	CHECK(s.shared_pages == 0);
+}
+
+static void test_threads_writing_different_pages(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(parallel_pages_scenario, NULL), 0));
+}
+
+/* ---- copies taken while a thread writes are point-in-time images -------- */
+
+enum { CUT_PAGES = 64, CUTS = 1000 };
+
+struct cut_writer {
+	uint64_t *words[CUT_PAGES]; /* the first word of each page of src */
+	uint64_t next;              /* the next value to write */
+	int stop;
+};
+
+/* Value v goes to page v % CUT_PAGES, in increasing order of v. */
+static void *cut_writer(void *arg)
+{
+	struct cut_writer *w = arg;
+	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t v = w->next;
+		__atomic_store_n(w->words[v % CUT_PAGES], v, __ATOMIC_RELEASE);
+		__atomic_store_n(&w->next, v + 1, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+/*
+ * An image taken between two writes holds the last CUT_PAGES values written
+ * before it: each page k holds a value congruent to k, and those values are
+ * CUT_PAGES consecutive integers (max - min == CUT_PAGES - 1). A page showing
+ * a newer value next to an older page that missed an earlier write breaks it.
+ */
+static bool is_consistent_cut(const ucow_region *copy)
+{
+	uint64_t min = UINT64_MAX, max = 0;
+	for (size_t k = 0; k < CUT_PAGES; k++) {
+		uint64_t v = *(const uint64_t *)page_of(copy, k);
+		if (v % CUT_PAGES != k)
+			return false;
+		min = v < min ? v : min;
+		max = v > max ? v : max;
+	}
+	return max - min == CUT_PAGES - 1;
+}
+
+static void consistent_cut_scenario(void *unused)
+{
+	(void)unused;
+	ucow_region *src = ucow_create(CUT_PAGES * page_size());
+	CHECK(src != NULL);
+	struct cut_writer w = { .next = CUT_PAGES };
+	for (size_t k = 0; k < CUT_PAGES; k++) {
+		w.words[k] = (uint64_t *)page_of(src, k);
+		*w.words[k] = k;
+	}
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, cut_writer, &w) == 0);
+
+	for (unsigned i = 0; i < CUTS; i++) {
+		/* Let the writer move on, so that each copy cuts a new place. */
+		uint64_t seen = __atomic_load_n(&w.next, __ATOMIC_ACQUIRE);
+		while (__atomic_load_n(&w.next, __ATOMIC_ACQUIRE) < seen + CUT_PAGES / 2)
+			sched_yield();
+		ucow_region *copy = i % 2 ? ucow_clone(src) : ucow_snapshot(src);
+		CHECK(copy != NULL);
+		CHECK(is_consistent_cut(copy));
+		ucow_destroy(copy);
+	}
+	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(is_consistent_cut(src));
+	ucow_destroy(src);
+}
+
+static void test_copies_taken_while_writing_are_consistent_cuts(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(consistent_cut_scenario, NULL), 0));
+}
+
+/* ---- region lookup while other threads create and destroy regions ------ */
+
+enum { CHURN_ITERATIONS = 300, FAULT_ITERATIONS = 200, FAULT_PAGES = 16 };
+
+static int failures;
+
+static void *churn_regions(void *arg)
+{
+	unsigned id = (unsigned)(uintptr_t)arg;
+	for (unsigned i = 0; i < CHURN_ITERATIONS; i++) {
+		size_t pages = 1 + (i + id) % 4;
+		ucow_region *r = make_filled(pages, pages, id * 1000 + i);
+		ucow_region *c = r ? ucow_clone(r) : NULL;
+		if (!c) {
+			__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+			ucow_destroy(r);
+			continue;
+		}
+		fill_pages(ucow_base(c), 0, 1, 7);
+		if (!pages_match(ucow_base(r), 0, pages, id * 1000 + i) ||
+		    !pages_match(ucow_base(c), 0, 1, 7))
+			__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+		/* Alternate the order, so both ends of a family go first. */
+		ucow_destroy(i % 2 ? r : c);
+		ucow_destroy(i % 2 ? c : r);
+	}
+	return NULL;
+}
+
+static void *fault_own_region(void *arg)
+{
+	unsigned id = (unsigned)(uintptr_t)arg;
+	ucow_region *src = make_filled(FAULT_PAGES, FAULT_PAGES, id);
+	ucow_region *clone = src ? ucow_clone(src) : NULL;
+	if (!clone) {
+		__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+		return NULL;
+	}
+	for (unsigned i = 0; i < FAULT_ITERATIONS; i++) {
+		if (ucow_revert(clone, src) != 0)
+			__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+		fill_pages(ucow_base(clone), 0, FAULT_PAGES, id + i);
+		if (!pages_match(ucow_base(clone), 0, FAULT_PAGES, id + i) ||
+		    !pages_match(ucow_base(src), 0, FAULT_PAGES, id))
+			__atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+	}
+	ucow_destroy(clone);
+	ucow_destroy(src);
+	return NULL;
+}
+
+static void lookup_scenario(void *unused)
+{
+	(void)unused;
+	size_t regions = global_stats().regions;
+	pthread_t churn[2], fault[2];
+	for (uintptr_t i = 0; i < 2; i++) {
+		CHECK(pthread_create(&churn[i], NULL, churn_regions, (void *)(i + 1)) == 0);
+		CHECK(pthread_create(&fault[i], NULL, fault_own_region,
+				     (void *)(50000 + i * 1000)) == 0);
+	}
+	for (unsigned i = 0; i < 2; i++) {
+		CHECK(pthread_join(churn[i], NULL) == 0);
+		CHECK(pthread_join(fault[i], NULL) == 0);
+	}
+	CHECK(failures == 0);
+	CHECK(global_stats().regions == regions);
+}
+
+static void test_faults_while_other_threads_create_and_destroy(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(lookup_scenario, NULL), 0));
+}
+
+void add_threads_suite(void)
+{
+	static const struct test_case tests[] = {
+		TEST(test_threads_writing_one_shared_page_make_one_copy),
+		TEST(test_threads_writing_different_pages),
+		TEST(test_copies_taken_while_writing_are_consistent_cuts),
+		TEST(test_faults_while_other_threads_create_and_destroy),
+		{ NULL, NULL },
+	};
+	add_suite("threads", tests);
+}
