@@ -252,8 +252,7 @@ void frame_put(frame_t f)
 		return;
 	/* The last user is gone: give the memory back (and leave a hole,
 	 * which reads as zeros when the number is used again). */
-	fallocate(frames.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		  (off_t)frame_offset(f), (off_t)os_page_size);
+	os_punch_hole(frames.memfd, frame_offset(f), os_page_size);
 	SUB(&frames.frames_in_use, 1);
 	SUB(&frames.block_live[f >> FRAME_BLOCK_SHIFT], 1);
 }
@@ -262,13 +261,12 @@ int frame_fill(frame_t f, const void *src)
 {
 	size_t done = 0;
 	while (done < os_page_size) {
-		ssize_t n = pwrite(frames.memfd, (const char *)src + done,
-				   os_page_size - done,
-				   (off_t)(frame_offset(f) + done));
-		if (n < 0 && errno == EINTR)
+		int n = os_pwrite(frames.memfd, (const char *)src + done,
+				  os_page_size - done, frame_offset(f) + done);
+		if (n == -EINTR)
 			continue;
 		if (n <= 0)
-			return n < 0 ? -errno : -ENOSPC;
+			return n < 0 ? n : -ENOSPC;
 		done += (size_t)n;
 	}
 	return 0;

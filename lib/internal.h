@@ -59,6 +59,10 @@ int os_map_none(void *addr, size_t size);
 int os_map_file(void *addr, size_t size, int fd, uint64_t off, bool writable,
 		bool populate);
 int os_protect(void *addr, size_t size, bool writable);
+/* Raw pwrite(2): bytes written or negative errno. */
+int os_pwrite(int fd, const void *buf, size_t size, uint64_t off);
+/* Frees [off, off + size) of a file: it reads as zeros again. */
+void os_punch_hole(int fd, uint64_t off, size_t size);
 /* Writes a message to stderr with write(2) only: async-signal-safe. */
 void os_write_error(const char *a, const char *b, uintptr_t addr);
 

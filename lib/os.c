@@ -5,8 +5,10 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 size_t os_page_size;
@@ -53,23 +55,35 @@ void os_discard(void *addr, size_t size)
 }
 
 /*
+ * Region memory is remapped with raw system calls. They are async-signal-safe
+ * by nature, and they keep sanitizers' interceptors (which may take locks, and
+ * which reset their shadow state for a range that other threads are already
+ * writing through the new mapping) out of the fault path: the order between a
+ * remap and a write that no longer faults is the kernel's, not a race.
+ */
+static int sys_mmap(void *addr, size_t size, int prot, int flags, int fd,
+		    uint64_t off)
+{
+	long p = syscall(SYS_mmap, addr, size, prot, flags, fd, (off_t)off);
+	return p == -1 ? -errno : 0;
+}
+
+/*
  * Never-written pages are private anonymous memory mapped read-only: reads
  * see the kernel's zero page and cost nothing, a write faults to us.
  */
 int os_map_zero(void *addr, size_t size)
 {
-	void *p = mmap(addr, size, PROT_READ,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-		       -1, 0);
-	return p == MAP_FAILED ? -errno : 0;
+	return sys_mmap(addr, size, PROT_READ,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+			-1, 0);
 }
 
 int os_map_none(void *addr, size_t size)
 {
-	void *p = mmap(addr, size, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-		       -1, 0);
-	return p == MAP_FAILED ? -errno : 0;
+	return sys_mmap(addr, size, PROT_NONE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+			-1, 0);
 }
 
 /*
@@ -81,14 +95,25 @@ int os_map_file(void *addr, size_t size, int fd, uint64_t off, bool writable,
 {
 	int prot = PROT_READ | (writable ? PROT_WRITE : 0);
 	int flags = MAP_SHARED | MAP_FIXED | (populate ? MAP_POPULATE : 0);
-	void *p = mmap(addr, size, prot, flags, fd, (off_t)off);
-	return p == MAP_FAILED ? -errno : 0;
+	return sys_mmap(addr, size, prot, flags, fd, off);
 }
 
 int os_protect(void *addr, size_t size, bool writable)
 {
 	int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-	return mprotect(addr, size, prot) ? -errno : 0;
+	return syscall(SYS_mprotect, addr, size, prot) ? -errno : 0;
+}
+
+int os_pwrite(int fd, const void *buf, size_t size, uint64_t off)
+{
+	long n = syscall(SYS_pwrite64, fd, buf, size, (off_t)off);
+	return n < 0 ? -errno : (int)n;
+}
+
+void os_punch_hole(int fd, uint64_t off, size_t size)
+{
+	syscall(SYS_fallocate, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		(off_t)off, (off_t)size);
 }
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)

@@ -9,6 +9,17 @@
 #include <sched.h>
 #include <string.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UCOW_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UCOW_LSAN 1
+#endif
+#endif
+#ifdef UCOW_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #define MAX_REGIONS ((uint32_t)1 << 20)
 #define VA_BITS 47
 #define REGION_CHUNK ((size_t)1 << REGION_CHUNK_SHIFT)
@@ -43,6 +54,11 @@ int region_table_init(void)
 		chunk_owner = NULL;
 		return -ENOMEM;
 	}
+#ifdef UCOW_LSAN
+	/* The leak checker scans malloc'd memory, not this mapping: tell it
+	 * the page tables that live regions point to are reachable. */
+	__lsan_register_root_region(slots, (size_t)MAX_REGIONS * sizeof *slots);
+#endif
 	return 0;
 }
 
