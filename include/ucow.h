@@ -119,10 +119,18 @@ struct ucow_stats {
 	uint64_t cow_copies;   /* write faults that copied a shared page */
 	uint64_t cow_reuses;   /* write faults that only made the page writable */
 	uint64_t zero_fills;   /* write faults that gave a never-written page a frame */
+	uint64_t coalesced;    /* pages made private by coalescing (see below) */
+	size_t mappings;       /* kernel mappings (VMAs) the region uses, estimated */
 	size_t metadata_bytes; /* bytes of the region's page table */
 };
 
 /*
+ * Mapping budget: a process may hold at most vm.max_map_count mappings, and a
+ * page remapped on its own can split one in three. ucow keeps its regions to
+ * half of that limit: near it, a write fault makes the whole aligned window of
+ * 64 pages around it private (copying the window's shared pages) and maps it
+ * with one mapping. `coalesced` counts the pages that became private so.
+ *
  * Fills *out with the region's counters. The page counts are a consistent
  * reading only while no other thread writes the region.
  * Returns 0; -EINVAL (NULL argument), -EBADF, -ECHILD.
@@ -136,6 +144,8 @@ struct ucow_global_stats {
 	size_t frame_bytes;    /* frames * page size */
 	uint64_t faults;       /* copy-on-write faults served */
 	uint64_t foreign_faults; /* SIGSEGVs passed on to the program */
+	size_t mappings;       /* kernel mappings of all regions, estimated */
+	size_t mapping_budget; /* ucow's share: half of vm.max_map_count */
 };
 
 /* Fills *out. Returns 0 or -EINVAL for NULL. */

@@ -37,6 +37,7 @@ static void atfork_child(void)
 static void init(void)
 {
 	os_init();
+	vma_init();
 	const struct backend *b = backend_by_name(getenv("UCOW_BACKEND"));
 	if (!b) {
 		os_write_error("unknown UCOW_BACKEND", getenv("UCOW_BACKEND"), 0);

@@ -214,9 +214,11 @@ struct ucow_region {
 	frame_t home;           /* where private copies go; FRAME_NONE for a
 				   snapshot */
 	struct pgtable pt;
+	long mappings;          /* estimate of its kernel mappings */
 	uint64_t cow_copies;
 	uint64_t cow_reuses;
 	uint64_t zero_fills;
+	uint64_t coalesced;     /* pages made private by coalescing */
 };
 
 #define REGION_CHUNK_SHIFT 21 /* regions own whole 2 MiB chunks of VA */
@@ -252,6 +254,27 @@ static inline void *page_addr(const ucow_region *r, size_t i)
 {
 	return (void *)(r->base + (i << os_page_shift));
 }
+
+/* ---- vma.c -------------------------------------------------------------- */
+
+struct vma_budget {
+	long budget;  /* ucow's share: half of vm.max_map_count */
+	long in_use;  /* estimate over all regions */
+};
+extern struct vma_budget vmas;
+
+/* Pages per coalescing window: a fault near the budget maps this many. */
+#define VMA_WINDOW_SHIFT 6
+
+void vma_init(void);
+/* Change in r's mappings if page i went from pte old to pte new. */
+long vma_delta(const ucow_region *r, size_t i, pte_t old, pte_t new);
+/* Mapping boundaries from page lo - 1 to page hi (inclusive). */
+long vma_window(const ucow_region *r, size_t lo, size_t hi);
+bool vma_over_budget(long delta);
+void vma_account(ucow_region *r, long delta);
+/* Recomputes r's estimate from its page table (no fault may run on r). */
+void vma_recount(ucow_region *r);
 
 /* ---- memory.c ----------------------------------------------------------- */
 

@@ -58,21 +58,107 @@ static int wp_page_copy(ucow_region *r, size_t i, pte_t pte, pte_t *out)
 	return 0;
 }
 
+/*
+ * Makes page j of a locked window private in the region's home: copies it
+ * there unless it is there already. A writable page is write-protected first,
+ * so that no other thread writes it while it is copied.
+ */
+static int coalesce_take(ucow_region *r, size_t j)
+{
+	pte_t pte = pte_read(&r->pt, j);
+	frame_t f = pte_frame(pte), home = r->home + (frame_t)j;
+	void *addr = page_addr(r, j);
+	int err = 0;
+	if (f == home)
+		return 0;
+	if (pte & PTE_WRITE)
+		err = ucow_backend_ops->wrprotect(addr, os_page_size);
+	if (!err && f != FRAME_NONE)
+		err = frame_fill(home, addr);
+	frame_get_new(home);
+	if (err)
+		frame_put(home);
+	return err;
+}
+
+static void coalesce_undo(ucow_region *r, size_t lo, size_t hi)
+{
+	for (size_t j = lo; j < hi; j++)
+		if (pte_frame(pte_read(&r->pt, j)) != r->home + (frame_t)j)
+			frame_put(r->home + (frame_t)j);
+}
+
+static void coalesce_commit(ucow_region *r, size_t lo, size_t hi)
+{
+	for (size_t j = lo; j < hi; j++) {
+		frame_t f = pte_frame(pte_read(&r->pt, j));
+		frame_t home = r->home + (frame_t)j;
+		if (f != home) {
+			if (f != FRAME_NONE)
+				frame_put(f);
+			COUNT(&r->coalesced);
+		}
+		pte_unlock(&r->pt, j, home | PTE_WRITE);
+	}
+}
+
+/*
+ * Near the mapping budget, a fault makes the whole window around page i
+ * private and maps it with one mapping: a little memory (the window's shared
+ * pages are copied) for many mappings. Pte locks are taken in ascending
+ * order; a plain fault holds only one, so this cannot deadlock.
+ */
+static int wp_page_coalesce(ucow_region *r, size_t i)
+{
+	size_t lo = i >> VMA_WINDOW_SHIFT << VMA_WINDOW_SHIFT;
+	size_t hi = lo + ((size_t)1 << VMA_WINDOW_SHIFT);
+	if (hi > r->npages)
+		hi = r->npages;
+	for (size_t j = lo; j < hi; j++)
+		pte_lock(&r->pt, j);
+	long before = vma_window(r, lo, hi);
+	int err = 0;
+	size_t j = lo;
+	for (; j < hi && !err; j++)
+		err = coalesce_take(r, j);
+	if (!err)
+		err = ucow_backend_ops->map_frame(page_addr(r, lo),
+						  (hi - lo) << os_page_shift,
+						  frame_offset(r->home + lo), true);
+	if (err) {
+		coalesce_undo(r, lo, err ? j - 1 : hi);
+		for (size_t k = lo; k < hi; k++)
+			pte_unlock(&r->pt, k, pte_read(&r->pt, k));
+		return err;
+	}
+	coalesce_commit(r, lo, hi);
+	vma_account(r, vma_window(r, lo, hi) - before);
+	return 0;
+}
+
 int do_wp_page(ucow_region *r, size_t i)
 {
 	if (r->readonly)
 		return -EPERM;
 	pte_t pte = pte_lock(&r->pt, i), out = pte;
-	int err = 0;
 	/* Another thread resolved it while we waited: just retry the access. */
-	if (!(pte & PTE_WRITE)) {
-		frame_t f = pte_frame(pte);
-		if (f != FRAME_NONE && frame_count(f) == 1)
-			err = wp_page_reuse(r, i, pte, &out);
-		else
-			err = wp_page_copy(r, i, pte, &out);
+	if (pte & PTE_WRITE) {
+		pte_unlock(&r->pt, i, pte);
+		return 0;
 	}
+	frame_t f = pte_frame(pte);
+	bool reuse = f != FRAME_NONE && frame_count(f) == 1;
+	pte_t planned = (reuse ? pte : (pte_t)(r->home + (frame_t)i)) | PTE_WRITE;
+	long delta = vma_delta(r, i, pte, planned);
+	if (vma_over_budget(delta)) {
+		pte_unlock(&r->pt, i, pte);
+		return wp_page_coalesce(r, i);
+	}
+	int err = reuse ? wp_page_reuse(r, i, pte, &out)
+			: wp_page_copy(r, i, pte, &out);
 	pte_unlock(&r->pt, i, err ? pte : out);
+	if (!err)
+		vma_account(r, delta);
 	return err;
 }
 

@@ -152,6 +152,7 @@ static void set_owner(const ucow_region *r, uint32_t idx)
 void region_publish(ucow_region *r)
 {
 	ADD(&live_regions, 1);
+	vma_recount(r);
 	STORE(&r->state, REGION_LIVE);
 	set_owner(r, (uint32_t)(r - slots));
 }
@@ -290,6 +291,7 @@ void ucow_destroy(ucow_region *r)
 	} else if (!err) {
 		STORE(&r->state, REGION_DYING);
 		SUB(&live_regions, 1);
+		vma_account(r, -r->mappings);
 		set_owner(r, 0);
 		wait_for_faults(r);
 		region_abandon(r);

@@ -140,6 +140,7 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		goto out;
 	region_hold(src);
 	err = wrprotect_region(src);
+	vma_recount(src);
 	if (!err)
 		err = share_all(dst, src);
 	if (!err)
@@ -260,8 +261,10 @@ int ucow_revert(ucow_region *dst, const ucow_region *src)
 	region_hold(s);
 	region_hold(dst);
 	err = wrprotect_region(s);
+	vma_recount(s);
 	if (!err)
 		err = revert_ptes(dst, s);
+	vma_recount(dst);
 	rehome_commit(s, home);
 	home = FRAME_NONE;
 	region_release(dst);

@@ -43,6 +43,8 @@ int ucow_stats(const ucow_region *r, struct ucow_stats *out)
 		out->cow_copies = LOAD_RELAXED(&r->cow_copies);
 		out->cow_reuses = LOAD_RELAXED(&r->cow_reuses);
 		out->zero_fills = LOAD_RELAXED(&r->zero_fills);
+		out->coalesced = LOAD_RELAXED(&r->coalesced);
+		out->mappings = (size_t)LOAD_RELAXED(&r->mappings);
 		out->metadata_bytes = pgtable_bytes(&r->pt) + sizeof *r;
 	}
 	ucow_unlock(&mask);
@@ -59,5 +61,7 @@ int ucow_global_stats(struct ucow_global_stats *out)
 	out->frame_bytes = out->frames * (size_t)ucow_page_size();
 	out->faults = LOAD_RELAXED(&frames.faults);
 	out->foreign_faults = LOAD_RELAXED(&frames.foreign_faults);
+	out->mappings = (size_t)LOAD_RELAXED(&vmas.in_use);
+	out->mapping_budget = (size_t)vmas.budget;
 	return 0;
 }

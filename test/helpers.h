@@ -16,6 +16,7 @@ void add_snapshot_suite(void);
 void add_threads_suite(void);
 void add_signals_suite(void);
 void add_fork_suite(void);
+void add_scale_suite(void);
 
 /*
  * Scenarios that need a process where ucow was never used: main.c runs them

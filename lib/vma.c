@@ -1,0 +1,122 @@
+/*
+ * The mapping budget. A process may hold at most vm.max_map_count kernel
+ * mappings (VMAs), and a page remapped on its own can split one mapping in
+ * three. ucow keeps an estimate of the mappings its regions use, from the
+ * ptes: two neighbouring pages share a mapping when both are zero pages, or
+ * when they map consecutive frames with the same protection (the kernel
+ * merges those). ucow's share of the limit is half; near it, a fault makes a
+ * whole window of pages private instead of one page (see memory.c).
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+struct vma_budget vmas;
+
+#define DEFAULT_MAX_MAP_COUNT 65530
+
+static long read_max_map_count(void)
+{
+	char buf[32];
+	int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return DEFAULT_MAX_MAP_COUNT;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return DEFAULT_MAX_MAP_COUNT;
+	buf[n] = 0;
+	long v = 0;
+	for (char *p = buf; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (*p - '0');
+	return v > 0 ? v : DEFAULT_MAX_MAP_COUNT;
+}
+
+void vma_init(void)
+{
+	vmas.budget = read_max_map_count() / 2;
+}
+
+/* Do neighbouring pages with these ptes lie in one kernel mapping? */
+static bool vma_joins(pte_t a, pte_t b)
+{
+	frame_t fa = pte_frame(a), fb = pte_frame(b);
+	if (fa == FRAME_NONE || fb == FRAME_NONE)
+		return fa == fb;
+	return fb == fa + 1 && (a & PTE_WRITE) == (b & PTE_WRITE);
+}
+
+/* Mapping boundaries around page i if it held `mid` (lock bits ignored). */
+static long boundaries_at(const ucow_region *r, size_t i, pte_t mid)
+{
+	long n = 0;
+	if (i > 0 && !vma_joins(pte_read(&r->pt, i - 1), mid))
+		n++;
+	if (i + 1 < r->npages && !vma_joins(mid, pte_read(&r->pt, i + 1)))
+		n++;
+	return n;
+}
+
+long vma_delta(const ucow_region *r, size_t i, pte_t old, pte_t new)
+{
+	return boundaries_at(r, i, new) - boundaries_at(r, i, old);
+}
+
+long vma_window(const ucow_region *r, size_t lo, size_t hi)
+{
+	long n = 0;
+	size_t from = lo > 0 ? lo - 1 : 0;
+	size_t to = hi < r->npages ? hi : r->npages - 1;
+	for (size_t i = from; i < to; i++)
+		if (!vma_joins(pte_read(&r->pt, i), pte_read(&r->pt, i + 1)))
+			n++;
+	return n;
+}
+
+bool vma_over_budget(long delta)
+{
+	long limit = vmas.budget - vmas.budget / 8;
+	return delta > 0 && LOAD_RELAXED(&vmas.in_use) + delta > limit;
+}
+
+void vma_account(ucow_region *r, long delta)
+{
+	if (!delta)
+		return;
+	ADD(&r->mappings, delta);
+	ADD(&vmas.in_use, delta);
+}
+
+static bool leaf_used(const struct pgtable *pt, size_t leaf)
+{
+	return leaf_next(pt->used_leaves, pt->nleaves, leaf) == leaf;
+}
+
+/*
+ * Boundaries (i, i+1) that touch a used leaf: from the page before it (unless
+ * the previous leaf is used and counted that one) to the page after it.
+ */
+static long count_leaf(const ucow_region *r, size_t leaf)
+{
+	size_t start = leaf << PTE_LEAF_SHIFT;
+	size_t end = start + PTES_PER_LEAF < r->npages ? start + PTES_PER_LEAF
+						       : r->npages;
+	size_t lo = start > 0 && !leaf_used(&r->pt, leaf - 1) ? start - 1 : start;
+	size_t hi = end < r->npages ? end : end - 1;
+	long n = 0;
+	for (size_t i = lo; i < hi; i++)
+		if (!vma_joins(pte_read(&r->pt, i), pte_read(&r->pt, i + 1)))
+			n++;
+	return n;
+}
+
+void vma_recount(ucow_region *r)
+{
+	const struct pgtable *pt = &r->pt;
+	long n = 1;
+	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
+	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1))
+		n += count_leaf(r, l);
+	vma_account(r, n - LOAD_RELAXED(&r->mappings));
+}

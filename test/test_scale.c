@@ -1,0 +1,251 @@
+/*
+ * Scale: scattered writes under the mapping budget, huge sparse regions,
+ * zero pages, many regions, memory given back.
+ */
+#include <CUnit/CUnit.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static long count_lines(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long n = 0;
+	int c;
+	if (!f)
+		return -1;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/* A field of /proc/self/status or /proc/meminfo, in KiB. */
+static long proc_kib(const char *path, const char *field)
+{
+	FILE *f = fopen(path, "r");
+	char line[256];
+	long v = -1;
+	size_t len = strlen(field);
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, field, len) && line[len] == ':')
+			v = atol(line + len + 1);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static long open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	long n = 0;
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+static uint64_t next_random(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/*
+ * Issue 4.1: a clone of a 1 GiB region takes 200,000 writes to random pages;
+ * the process stays under half of vm.max_map_count and every byte is right.
+ */
+static void test_scattered_writes_stay_under_mapping_budget(void)
+{
+	size_t ps = page_size(), pages = ((size_t)1 << 30) / ps;
+	long limit = read_long("/proc/sys/vm/max_map_count");
+	CU_ASSERT_FATAL(limit > 0);
+	ucow_region *src = ucow_create(pages * ps);
+	CU_ASSERT_FATAL(src != NULL);
+	unsigned char *s = ucow_base(src);
+	for (size_t p = 0; p < pages; p++)
+		s[p * ps] = (unsigned char)(p * 7 + 1);
+	ucow_region *clone = ucow_clone(src);
+	CU_ASSERT_FATAL(clone != NULL);
+	unsigned char *c = ucow_base(clone);
+	unsigned char *expect = malloc(pages);
+	CU_ASSERT_FATAL(expect != NULL);
+	for (size_t p = 0; p < pages; p++)
+		expect[p] = (unsigned char)(p * 7 + 1);
+	long worst = 0;
+	uint64_t rng = 0x9e3779b97f4a7c15u;
+	for (int k = 0; k < 200000; k++) {
+		size_t p = next_random(&rng) % pages;
+		expect[p] = (unsigned char)(k | 1);
+		c[p * ps + (size_t)k % ps] = expect[p];
+		c[p * ps] = expect[p];
+		if (k % 10000 == 0) {
+			long maps = count_lines("/proc/self/maps");
+			worst = maps > worst ? maps : worst;
+		}
+	}
+	long maps = count_lines("/proc/self/maps");
+	worst = maps > worst ? maps : worst;
+	CU_ASSERT(worst < limit / 2);
+	size_t bad = 0;
+	for (size_t p = 0; p < pages; p++) {
+		bad += c[p * ps] != expect[p];
+		bad += s[p * ps] != (unsigned char)(p * 7 + 1);
+	}
+	CU_ASSERT_EQUAL(bad, 0);
+	struct ucow_stats st = stats_of(clone);
+	CU_ASSERT(st.coalesced > 0);
+	CU_ASSERT(st.mappings > 0 && (long)st.mappings < limit / 2);
+	free(expect);
+	ucow_destroy(clone);
+	ucow_destroy(src);
+	CU_ASSERT_EQUAL(global_stats().frames, 0);
+}
+
+/* Issue 4.2: a 64 GiB region and a clone, lightly used, cost little. */
+static void test_huge_sparse_region_costs_what_is_used(void)
+{
+	size_t ps = page_size(), size = (size_t)64 << 30;
+	long rss0 = proc_kib("/proc/self/status", "VmRSS");
+	ucow_region *r = ucow_create(size);
+	CU_ASSERT_FATAL(r != NULL);
+	char *b = ucow_base(r);
+	uint64_t rng = 12345;
+	for (int k = 0; k < 1000; k++)
+		b[(next_random(&rng) % (size / ps)) * ps] = 1;
+	ucow_region *c = ucow_clone(r);
+	CU_ASSERT_FATAL(c != NULL);
+	char *cb = ucow_base(c);
+	for (int k = 0; k < 1000; k++)
+		cb[(next_random(&rng) % (size / ps)) * ps] = 2;
+	struct ucow_stats a = stats_of(r), d = stats_of(c);
+	CU_ASSERT(a.metadata_bytes + d.metadata_bytes < ((size_t)64 << 20));
+	long rss = proc_kib("/proc/self/status", "VmRSS");
+	CU_ASSERT(rss - rss0 < 64 * 1024);
+	CU_ASSERT(d.private_pages > 0 && d.private_pages <= 1000);
+	CU_ASSERT(d.shared_pages + d.private_pages <= 2000);
+	ucow_destroy(c);
+	ucow_destroy(r);
+}
+
+/* Issue 4.3: reading never-written pages takes no frame and no memory. */
+static void test_reading_zero_pages_costs_nothing(void)
+{
+	size_t ps = page_size(), pages = ((size_t)256 << 20) / ps;
+	long shmem0 = proc_kib("/proc/meminfo", "Shmem");
+	ucow_region *r = ucow_create(pages * ps);
+	CU_ASSERT_FATAL(r != NULL);
+	const volatile char *b = ucow_base(r);
+	unsigned sum = 0;
+	for (size_t p = 0; p < pages; p++)
+		sum += (unsigned char)b[p * ps];
+	CU_ASSERT_EQUAL(sum, 0);
+	CU_ASSERT_EQUAL(global_stats().frames, 0);
+	CU_ASSERT_EQUAL(stats_of(r).zero_pages, pages);
+	/* System-wide, so allow a little noise; 256 MiB would show. */
+	CU_ASSERT(proc_kib("/proc/meminfo", "Shmem") - shmem0 < 16 * 1024);
+	ucow_destroy(r);
+}
+
+/* Issue 4.4: 10,000 regions, each with a clone, then everything back. */
+static void test_many_regions_with_clones(void)
+{
+	enum { N = 10000 };
+	size_t ps = page_size();
+	long fds0 = open_fds();
+	ucow_region **rs = calloc(2 * N, sizeof *rs);
+	CU_ASSERT_FATAL(rs != NULL);
+	int made = 0;
+	for (int i = 0; i < N; i++) {
+		rs[2 * i] = ucow_create(4 * ps);
+		if (!rs[2 * i])
+			break;
+		memset(ucow_base(rs[2 * i]), i & 0xff, ps);
+		rs[2 * i + 1] = ucow_clone(rs[2 * i]);
+		if (!rs[2 * i + 1])
+			break;
+		made++;
+	}
+	CU_ASSERT_EQUAL(made, N);
+	CU_ASSERT_EQUAL(open_fds(), fds0);
+	CU_ASSERT_EQUAL(global_stats().regions, 2 * (size_t)made);
+	size_t bad = 0;
+	for (int i = 0; i < made; i++) {
+		char *c = ucow_base(rs[2 * i + 1]);
+		bad += c[0] != (char)(i & 0xff) || c[ps] != 0;
+	}
+	CU_ASSERT_EQUAL(bad, 0);
+	for (int i = 0; i < 2 * N; i++)
+		ucow_destroy(rs[i]);
+	free(rs);
+	struct ucow_global_stats g = global_stats();
+	CU_ASSERT_EQUAL(g.regions, 0);
+	CU_ASSERT_EQUAL(g.frames, 0);
+	CU_ASSERT_EQUAL(g.mappings, 0);
+	CU_ASSERT_EQUAL(open_fds(), fds0);
+}
+
+/* Issue 4.5: table metadata of a fully used region is at most 0.5%. */
+static void test_metadata_of_full_region_is_small(void)
+{
+	size_t ps = page_size(), pages = ((size_t)64 << 20) / ps;
+	ucow_region *r = ucow_create(pages * ps);
+	CU_ASSERT_FATAL(r != NULL);
+	char *b = ucow_base(r);
+	for (size_t p = 0; p < pages; p++)
+		b[p * ps] = 1;
+	struct ucow_stats st = stats_of(r);
+	CU_ASSERT_EQUAL(st.private_pages, pages);
+	CU_ASSERT(st.metadata_bytes * 200 <= pages * ps);
+	ucow_destroy(r);
+}
+
+/* Issue 4.5: after everything is destroyed, Shmem is back where it was. */
+static void test_shmem_comes_back(void)
+{
+	size_t ps = page_size(), pages = ((size_t)128 << 20) / ps;
+	long shmem0 = proc_kib("/proc/meminfo", "Shmem");
+	ucow_region *r = ucow_create(pages * ps);
+	CU_ASSERT_FATAL(r != NULL);
+	memset(ucow_base(r), 5, pages * ps);
+	ucow_region *c = ucow_clone(r);
+	CU_ASSERT_FATAL(c != NULL);
+	memset(ucow_base(c), 6, pages * ps / 2);
+	CU_ASSERT(proc_kib("/proc/meminfo", "Shmem") - shmem0 >= 150 * 1024);
+	ucow_destroy(r);
+	ucow_destroy(c);
+	CU_ASSERT(proc_kib("/proc/meminfo", "Shmem") - shmem0 < 8 * 1024);
+}
+
+void add_scale_suite(void)
+{
+	static const struct test_case tests[] = {
+		TEST(test_scattered_writes_stay_under_mapping_budget),
+		TEST(test_huge_sparse_region_costs_what_is_used),
+		TEST(test_reading_zero_pages_costs_nothing),
+		TEST(test_many_regions_with_clones),
+		TEST(test_metadata_of_full_region_is_small),
+		TEST(test_shmem_comes_back),
+		{NULL, NULL},
+	};
+	add_suite("scale", tests);
+}
