@@ -1,0 +1,190 @@
+/*
+ * Shared pieces of `ucow bench`: the results table, the run's settings and
+ * the helpers every figure uses. One figure family per file:
+ *   bench.c           options, plan, progress, machine description
+ *   bench_util.c      statistics, page orders, page touching, ucow helpers
+ *   bench_kernel.c    the kernel side: a fork server process with a plain heap
+ *   bench_fault.c     1. first write to a shared page; 5. two threads
+ *   bench_snapshot.c  2. snapshot vs fork(); 3. revert vs fork()+exit+wait
+ *   bench_sparse.c    4. clone of a sparse region vs a deep copy
+ *   bench_report.c    the table and the JSON
+ *   bench_plot.c      the SVG plot
+ */
+#ifndef UCOW_BENCH_H
+#define UCOW_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <ucow.h>
+
+#define BENCH_MAX_SIZES 16
+#define BENCH_MAX_ALTS 3
+#define BENCH_MAX_ROUNDS 1000
+#define BENCH_FIGURES 5
+
+/* How a row's values read: the JSON gives seconds, bytes or pages per second. */
+enum bench_unit {
+	UNIT_SECONDS,   /* time of one operation */
+	UNIT_PER_PAGE,  /* seconds per page */
+	UNIT_BYTES,
+	UNIT_RATE,      /* pages per second: higher is better */
+};
+
+struct bench_series {
+	char name[48];
+	double *v;      /* one sample per round */
+	unsigned n;
+};
+
+struct bench_counters {
+	uint64_t copies, reuses, zero_fills;
+};
+
+/* One measure at one size: ucow against up to BENCH_MAX_ALTS alternatives. */
+struct bench_row {
+	int figure;
+	char measure[48];
+	size_t size;
+	enum bench_unit unit;
+	struct bench_series ucow;
+	struct bench_series alt[BENCH_MAX_ALTS];
+	unsigned nalt;
+	bool has_counters;
+	struct bench_counters counters; /* ucow's write faults, last round */
+};
+
+struct bench {
+	/* settings */
+	unsigned rounds;
+	size_t sizes[BENCH_MAX_SIZES];
+	unsigned nsizes;
+	size_t fault_size, sparse_size;
+	unsigned figures;       /* bit f set: run figure f (1..5) */
+	bool json;
+	const char *plot;
+	uint64_t seed;
+	size_t page;
+
+	/* results */
+	struct bench_row *rows;
+	size_t nrows, cap;
+	char skipped[BENCH_MAX_SIZES * 2][160];
+	unsigned nskipped;
+
+	/* progress */
+	unsigned step, nsteps;
+	bool tty;
+
+	/* the kernel side (bench_kernel.c) */
+	pid_t helper;
+	int to_helper, from_helper;
+};
+
+static inline bool bench_wants(const struct bench *b, int figure)
+{
+	return b->figures & (1u << figure);
+}
+
+/* ---- bench.c ---- */
+
+/* Starts the next step: "[3/12] snapshot 1 GiB". */
+void bench_step(struct bench *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* A progress line on stderr within the current step ("round 2/5", "populating"). */
+void bench_progress(struct bench *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Records a size or figure left out, with the reason (shown under the table). */
+void bench_skip(struct bench *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* ---- bench_util.c ---- */
+
+/* A new row with room for b->rounds samples per series; NULL on ENOMEM. */
+struct bench_row *bench_row_new(struct bench *b, int figure, const char *measure,
+				size_t size, enum bench_unit unit);
+/* Adds an alternative to the row and returns its index. */
+unsigned bench_row_alt(struct bench_row *row, const char *name);
+void bench_add(struct bench_series *s, double v);
+double bench_median(const struct bench_series *s);
+void bench_free_rows(struct bench *b);
+
+uint64_t bench_random(uint64_t *state);
+/* A random permutation of [0, pages); NULL on ENOMEM. */
+size_t *bench_permutation(size_t pages, uint64_t seed);
+/* `count` distinct pages of [0, pages) in random order; NULL on ENOMEM. */
+size_t *bench_sample(size_t pages, size_t count, uint64_t seed);
+/* 1% of the pages, at least one. */
+size_t bench_one_percent(size_t pages);
+
+/* Writes one byte to each page of order[0..n) (order NULL: pages 0..n-1). */
+void bench_touch(char *base, size_t page, const size_t *order, size_t n);
+/*
+ * Writes one byte to every one of `pages` pages from `nthreads` threads, each
+ * taking the pages of its own slice of the range, in the order `order` (NULL:
+ * ascending) gives them. Returns the wall time from the first thread's start
+ * to the last one's end, or a negative value if a thread could not start.
+ */
+double bench_touch_threads(char *base, size_t page, size_t pages,
+			   const size_t *order, unsigned nthreads);
+
+/* Gives every page of a new region a frame of its own (setup, untimed). */
+int bench_populate(ucow_region *r, size_t page);
+int bench_counters(const ucow_region *r, struct bench_counters *out);
+/* frame_bytes of ucow_global_stats, or 0 with a message. */
+size_t bench_frame_bytes(void);
+/* Says on stderr why a ucow call failed; returns 1 (the exit status). */
+int bench_lib_error(const char *call, int err);
+/* 1 if `need` bytes fit in MemAvailable (or it is unknown); else records a skip. */
+int bench_fits(struct bench *b, double need, const char *what);
+/* "64 MiB", "1 GiB": sizes in the table and in progress lines. */
+const char *bench_fmt_size(char buf[32], size_t size);
+
+/* ---- bench_kernel.c: the kernel side, a process without ucow regions ---- */
+
+int kern_start(struct bench *b);
+void kern_stop(struct bench *b);
+/* A populated private anonymous heap of `size` bytes (replaces the last one). */
+int kern_alloc(struct bench *b, size_t size);
+int kern_free(struct bench *b);
+/* fork() timed in the parent until it returns; the child exits at once. */
+int kern_fork(struct bench *b, double *secs);
+/* Writes `count` random pages of the heap (sample seed), untimed. */
+int kern_write(struct bench *b, size_t count, uint64_t seed);
+/*
+ * Forks a child that writes one byte to every page of the heap from nthreads
+ * threads, in random order (permutation seed) or ascending (random false),
+ * and reports its own wall time.
+ */
+int kern_fork_cow(struct bench *b, bool random, unsigned nthreads, uint64_t seed,
+		  double *secs);
+/* fork() + the child writes `count` random pages and exits + waitpid, timed. */
+int kern_fork_server(struct bench *b, size_t count, uint64_t seed, double *secs);
+
+/* ---- the figures ---- */
+
+int bench_fault(struct bench *b);    /* figures 1 and 5 */
+int bench_snapshot(struct bench *b); /* figures 2 and 3 */
+int bench_sparse(struct bench *b);   /* figure 4 */
+
+/* ---- output ---- */
+
+void bench_print_table(const struct bench *b, FILE *f);
+void bench_print_json(const struct bench *b, FILE *f);
+int bench_write_plot(const struct bench *b, const char *path);
+
+/* Machine description for the table header and the JSON (bench.c). */
+struct bench_machine {
+	char cpu[96];
+	long cpus;
+	double mem_bytes;
+	char kernel[96];
+	char thp[32];
+	long max_map_count;
+};
+void bench_machine(struct bench_machine *m);
+
+#endif /* UCOW_BENCH_H */
