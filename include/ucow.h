@@ -110,6 +110,28 @@ UCOW_API int ucow_is_snapshot(const ucow_region *r);
  */
 UCOW_API int ucow_unshare(void *addr, size_t len);
 
+/*
+ * Called by ucow_diff() for each maximal run of differing pages, in address
+ * order: `offset` and `length` are in bytes from the regions' bases (whole
+ * pages). A non-zero return stops the walk and is returned by ucow_diff().
+ */
+typedef int (*ucow_diff_fn)(size_t offset, size_t length, void *arg);
+
+/*
+ * Reports where `a` and `b` (regions of the same size, typically of one
+ * family: a region, its clones and snapshots) differ, from their page tables
+ * alone: pages that map the same frame (or are both never written) are
+ * equal; pages that map different frames are reported, even if their bytes
+ * happen to be equal (no memcmp is done). The cost grows with the parts of
+ * the tables in use, not with the size. For a stable answer no thread
+ * should write `a` or `b` meanwhile (diff snapshots). The callback may call
+ * ucow but must not destroy `a` or `b`.
+ * Returns 0, the callback's non-zero value, -EINVAL (NULL argument, sizes
+ * differ), -EBADF, -ECHILD.
+ */
+UCOW_API int ucow_diff(const ucow_region *a, const ucow_region *b,
+		       ucow_diff_fn fn, void *arg);
+
 struct ucow_stats {
 	size_t pages;          /* pages in the region */
 	size_t shared_pages;   /* pages whose frame another live region maps */

@@ -11,6 +11,8 @@
  *   backend.c     choice of fault backend, library initialisation
  *   fault_signal.c  the SIGSEGV backend (GNU libsigsegv)
  *   stats.c       counters
+ *   vma.c         the mapping budget
+ *   diff.c        where two regions differ
  */
 #ifndef UCOW_INTERNAL_H
 #define UCOW_INTERNAL_H
@@ -184,6 +186,11 @@ void leaf_mark(uint64_t *map, size_t i);
 /* Next leaf >= leaf whose bit is set in map, or nleaves. */
 size_t leaf_next(const uint64_t *map, size_t nleaves, size_t leaf);
 void leaf_clear_all(uint64_t *map, size_t nleaves);
+/* One past the last page of a leaf. */
+size_t leaf_end(const struct pgtable *pt, size_t leaf);
+/* Next leaf >= leaf used in a or in b (tables of the same size). */
+size_t leaf_next_either(const struct pgtable *a, const struct pgtable *b,
+			size_t leaf);
 
 /* ---- region.c ----------------------------------------------------------- */
 

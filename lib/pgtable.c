@@ -125,3 +125,17 @@ void leaf_clear_all(uint64_t *map, size_t nleaves)
 	for (size_t w = 0; w < bitmap_words(nleaves); w++)
 		STORE(&map[w], 0);
 }
+
+size_t leaf_end(const struct pgtable *pt, size_t leaf)
+{
+	size_t end = (leaf + 1) << PTE_LEAF_SHIFT;
+	return end < pt->npages ? end : pt->npages;
+}
+
+size_t leaf_next_either(const struct pgtable *a, const struct pgtable *b,
+			size_t leaf)
+{
+	size_t x = leaf_next(a->used_leaves, a->nleaves, leaf);
+	size_t y = leaf_next(b->used_leaves, b->nleaves, leaf);
+	return x < y ? x : y;
+}

@@ -77,12 +77,6 @@ static int wrprotect_region(ucow_region *r)
 	return 0;
 }
 
-static size_t leaf_end(const ucow_region *r, size_t leaf)
-{
-	size_t end = (leaf + 1) << PTE_LEAF_SHIFT;
-	return end < r->npages ? end : r->npages;
-}
-
 /* dst (new, all zero pages) maps every frame of src read-only. */
 static int share_all(ucow_region *dst, const ucow_region *src)
 {
@@ -90,7 +84,7 @@ static int share_all(ucow_region *dst, const ucow_region *src)
 	struct map_run run = {.r = dst};
 	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
 	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1)) {
-		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(src, l); i++) {
+		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(&src->pt, l); i++) {
 			frame_t f = pte_frame(pte_read(pt, i));
 			if (f == FRAME_NONE)
 				continue;
@@ -183,14 +177,6 @@ static int revert_check(const ucow_region *dst, const ucow_region *src)
 	return dst->size == src->size ? 0 : -EINVAL;
 }
 
-static size_t leaf_next_either(const ucow_region *a, const ucow_region *b,
-			       size_t leaf)
-{
-	size_t x = leaf_next(a->pt.used_leaves, a->pt.nleaves, leaf);
-	size_t y = leaf_next(b->pt.used_leaves, b->pt.nleaves, leaf);
-	return x < y ? x : y;
-}
-
 /*
  * Points dst's pages [run->start, +n) at src's frames: take the new frames,
  * map them, and only then drop the old ones (as wp_page_copy orders it).
@@ -222,9 +208,9 @@ static int revert_run(struct map_run *run, const ucow_region *src)
 static int revert_ptes(ucow_region *dst, const ucow_region *src)
 {
 	struct map_run run = {.r = dst};
-	for (size_t l = leaf_next_either(dst, src, 0); l < dst->pt.nleaves;
-	     l = leaf_next_either(dst, src, l + 1)) {
-		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(dst, l); i++) {
+	for (size_t l = leaf_next_either(&dst->pt, &src->pt, 0); l < dst->pt.nleaves;
+	     l = leaf_next_either(&dst->pt, &src->pt, l + 1)) {
+		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(&dst->pt, l); i++) {
 			frame_t f = pte_frame(pte_read(&dst->pt, i));
 			frame_t g = pte_frame(pte_read(&src->pt, i));
 			if (f == g)

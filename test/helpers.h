@@ -17,6 +17,7 @@ void add_threads_suite(void);
 void add_signals_suite(void);
 void add_fork_suite(void);
 void add_scale_suite(void);
+void add_diff_suite(void);
 
 /*
  * Scenarios that need a process where ucow was never used: main.c runs them

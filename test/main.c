@@ -44,6 +44,7 @@ int main(int argc, char **argv)
 	add_threads_suite();
 	add_signals_suite();
 	add_fork_suite();
+	add_diff_suite();
 	add_scale_suite();
 
 	CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -25,6 +25,7 @@
 #define BENCH_MAX_ALTS 3
 #define BENCH_MAX_ROUNDS 1000
 #define BENCH_FIGURES 5
+#define BENCH_MAX_THREADS 8
 
 /* How a row's values read: the JSON gives seconds, bytes or pages per second. */
 enum bench_unit {
@@ -50,6 +51,7 @@ struct bench_row {
 	char measure[48];
 	size_t size;
 	enum bench_unit unit;
+	unsigned rounds;        /* room in each series */
 	struct bench_series ucow;
 	struct bench_series alt[BENCH_MAX_ALTS];
 	unsigned nalt;
@@ -81,7 +83,7 @@ struct bench {
 
 	/* the kernel side (bench_kernel.c) */
 	pid_t helper;
-	int to_helper, from_helper;
+	int to_helper;          /* socket to it */
 };
 
 static inline bool bench_wants(const struct bench *b, int figure)
