@@ -257,6 +257,40 @@ void frame_put(frame_t f)
 	SUB(&frames.block_live[f >> FRAME_BLOCK_SHIFT], 1);
 }
 
+/*
+ * Frames freed one after another by one operation (destroy, revert) are
+ * often neighbours: punch them out of the memfd with one system call.
+ */
+void frame_put_batched(frame_t f, struct frame_batch *b)
+{
+	if (SUB(&frames.refcount[f], 1) != 0)
+		return;
+	if (b->n && f == b->start + b->n) {
+		b->n++;
+		return;
+	}
+	frame_batch_flush(b);
+	b->start = f;
+	b->n = 1;
+}
+
+void frame_batch_flush(struct frame_batch *b)
+{
+	if (!b->n)
+		return;
+	os_punch_hole(frames.memfd, frame_offset(b->start),
+		      (size_t)b->n << os_page_shift);
+	SUB(&frames.frames_in_use, b->n);
+	for (frame_t f = b->start; f < b->start + b->n;) {
+		frame_t block = f >> FRAME_BLOCK_SHIFT;
+		frame_t end = (block + 1) << FRAME_BLOCK_SHIFT;
+		frame_t upto = end < b->start + b->n ? end : b->start + b->n;
+		SUB(&frames.block_live[block], upto - f);
+		f = upto;
+	}
+	b->n = 0;
+}
+
 int frame_fill(frame_t f, const void *src)
 {
 	size_t done = 0;

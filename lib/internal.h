@@ -136,6 +136,12 @@ void frame_get(frame_t f);
 void frame_get_new(frame_t f);
 /* Drops a reference; the last one gives the page back. Async-signal-safe. */
 void frame_put(frame_t f);
+/* Drops references within one operation; the batch frees runs at once. */
+struct frame_batch {
+	frame_t start, n;
+};
+void frame_put_batched(frame_t f, struct frame_batch *b);
+void frame_batch_flush(struct frame_batch *b);
 /* Copies one page from `src` (readable memory) into frame f. */
 int frame_fill(frame_t f, const void *src);
 

@@ -227,15 +227,16 @@ void region_release(ucow_region *r)
 static void region_zap(ucow_region *r)
 {
 	struct pgtable *pt = &r->pt;
+	struct frame_batch batch = {0, 0};
 	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
 	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1)) {
-		size_t end = (l + 1) << PTE_LEAF_SHIFT;
-		for (size_t i = l << PTE_LEAF_SHIFT; i < end && i < r->npages; i++) {
+		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(pt, l); i++) {
 			frame_t f = pte_frame(pte_read(pt, i));
 			if (f != FRAME_NONE)
-				frame_put(f);
+				frame_put_batched(f, &batch);
 		}
 	}
+	frame_batch_flush(&batch);
 }
 
 static void region_free_slot(ucow_region *r)

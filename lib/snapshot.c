@@ -68,8 +68,10 @@ static int wrprotect_region(ucow_region *r)
 				page_addr(r, i), (j - i) << os_page_shift);
 			if (err)
 				return err;
+			long before = vma_window(r, i, j);
 			for (size_t k = i; k < j; k++)
 				pte_set(pt, k, pte_read(pt, k) & ~PTE_WRITE);
+			vma_account(r, vma_window(r, i, j) - before);
 			i = j;
 		}
 	}
@@ -134,7 +136,6 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		goto out;
 	region_hold(src);
 	err = wrprotect_region(src);
-	vma_recount(src);
 	if (!err)
 		err = share_all(dst, src);
 	if (!err)
@@ -189,6 +190,7 @@ static int revert_run(struct map_run *run, const ucow_region *src)
 		if (pte_frame(pte_read(&src->pt, k)) != FRAME_NONE)
 			frame_get(pte_frame(pte_read(&src->pt, k)));
 	run_flush(run);
+	struct frame_batch batch = {0, 0};
 	for (size_t k = start; k < start + n; k++) {
 		frame_t g = pte_frame(pte_read(&src->pt, k));
 		if (run->err) {
@@ -199,8 +201,9 @@ static int revert_run(struct map_run *run, const ucow_region *src)
 		frame_t f = pte_frame(pte_read(&dst->pt, k));
 		pte_set(&dst->pt, k, g);
 		if (f != FRAME_NONE)
-			frame_put(f);
+			frame_put_batched(f, &batch);
 	}
+	frame_batch_flush(&batch);
 	return run->err;
 }
 
@@ -247,7 +250,6 @@ int ucow_revert(ucow_region *dst, const ucow_region *src)
 	region_hold(s);
 	region_hold(dst);
 	err = wrprotect_region(s);
-	vma_recount(s);
 	if (!err)
 		err = revert_ptes(dst, s);
 	vma_recount(dst);

@@ -105,7 +105,9 @@ void bench_skip(struct bench *b, const char *fmt, ...)
 
 /* ---- bench_util.c ---- */
 
-/* A new row with room for b->rounds samples per series; NULL on ENOMEM. */
+/* Room for n rows, made once before the figures run; -1 on ENOMEM. */
+int bench_reserve_rows(struct bench *b, size_t n);
+/* A new row with room for b->rounds samples per series; NULL if none is left. */
 struct bench_row *bench_row_new(struct bench *b, int figure, const char *measure,
 				size_t size, enum bench_unit unit);
 /* Adds an alternative to the row and returns its index. */
@@ -171,6 +173,10 @@ int kern_fork_server(struct bench *b, size_t count, uint64_t seed, double *secs)
 int bench_fault(struct bench *b);    /* figures 1 and 5 */
 int bench_snapshot(struct bench *b); /* figures 2 and 3 */
 int bench_sparse(struct bench *b);   /* figure 4 */
+
+/* The measures of figures 2 and 3, by which the plot finds its lines. */
+extern const char *const bench_m_snap_first, *const bench_m_snap_after;
+extern const char *const bench_m_revert, *const bench_m_cycle;
 
 /* ---- output ---- */
 

@@ -25,14 +25,9 @@ static int series_init(struct bench_series *s, const char *name, unsigned rounds
 struct bench_row *bench_row_new(struct bench *b, int figure, const char *measure,
 				size_t size, enum bench_unit unit)
 {
-	if (b->nrows == b->cap) {
-		size_t cap = b->cap ? 2 * b->cap : 16;
-		struct bench_row *rows = realloc(b->rows, cap * sizeof(*rows));
-		if (!rows)
-			return NULL;
-		b->rows = rows;
-		b->cap = cap;
-	}
+	/* Rows never move (figures keep pointers to theirs): room is made once. */
+	if (b->nrows == b->cap)
+		return NULL;
 	struct bench_row *row = &b->rows[b->nrows];
 	memset(row, 0, sizeof(*row));
 	row->figure = figure;
@@ -79,6 +74,13 @@ double bench_median(const struct bench_series *s)
 	double m = s->n % 2 ? v[s->n / 2] : (v[s->n / 2 - 1] + v[s->n / 2]) / 2.0;
 	free(v);
 	return m;
+}
+
+int bench_reserve_rows(struct bench *b, size_t n)
+{
+	b->rows = calloc(n, sizeof(*b->rows));
+	b->cap = b->rows ? n : 0;
+	return b->rows ? 0 : -1;
 }
 
 void bench_free_rows(struct bench *b)

@@ -1,0 +1,235 @@
+/*
+ * ucow bench, figures 2 and 3: cost against size.
+ *
+ * 2. Snapshot of a populated region (the first one, and one after 1% of the
+ *    pages changed) against fork() of a process with the same heap, timed in
+ *    the parent until fork() returns (the child exits at once; waitpid is
+ *    not timed).
+ * 3. Revert after 1% of the pages changed against a fork server's reset: the
+ *    parent forks a child that writes 1% of the pages and exits, timed from
+ *    fork() to the end of waitpid(). The same, with ucow's 1% writes counted
+ *    in, is the full cycle of a fuzzing loop.
+ *
+ * Each round of figure 2 uses a new region, so that every "first snapshot"
+ * is the first of its region. Figure 3 keeps one region and its snapshot:
+ * a revert leaves the region as the snapshot left it.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "bench.h"
+#include "cli.h"
+
+/* The measures' names: the plot finds its lines by them (bench_plot.c). */
+const char *const bench_m_snap_first = "snapshot, first";
+const char *const bench_m_snap_after = "snapshot after 1% changed";
+const char *const bench_m_revert = "revert after 1% changed";
+const char *const bench_m_cycle = "write 1% + revert";
+
+struct size_run {
+	struct bench *b;
+	size_t size, pages, page, count;  /* count: 1% of the pages */
+	bool heap_ready;                  /* the fork() helper holds the heap */
+};
+
+/* The fork() side's heap, made by the first figure of the size. */
+static int heap(struct size_run *z)
+{
+	if (z->heap_ready)
+		return 0;
+	bench_progress(z->b, "populating the fork() heap");
+	if (kern_alloc(z->b, z->size))
+		return 1;
+	z->heap_ready = true;
+	return 0;
+}
+
+static uint64_t round_seed(const struct size_run *z, unsigned r)
+{
+	return z->b->seed * 1000003u + r + 1;
+}
+
+static ucow_region *populated_region(struct size_run *z)
+{
+	ucow_region *r = ucow_create(z->size);
+	if (!r) {
+		bench_lib_error("ucow_create", errno);
+		return NULL;
+	}
+	if (bench_populate(r, z->page)) {
+		ucow_destroy(r);
+		return NULL;
+	}
+	return r;
+}
+
+static int timed_snapshot(ucow_region *r, ucow_region **snap, double *secs)
+{
+	double t0 = cli_now();
+	*snap = ucow_snapshot(r);
+	*secs = cli_now() - t0;
+	return *snap ? 0 : bench_lib_error("ucow_snapshot", errno);
+}
+
+/* Writes `count` random pages of r; c gets the faults they took. */
+static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, double *secs,
+			struct bench_counters *c)
+{
+	struct bench_counters before;
+	size_t *pages = bench_sample(z->pages, z->count, seed);
+	if (!pages)
+		return bench_lib_error("malloc", ENOMEM);
+	int rc = bench_counters(r, &before);
+	double t0 = cli_now();
+	bench_touch(ucow_base(r), z->page, pages, z->count);
+	*secs = cli_now() - t0;
+	free(pages);
+	if (!rc)
+		rc = bench_counters(r, c);
+	c->copies -= before.copies;
+	c->reuses -= before.reuses;
+	c->zero_fills -= before.zero_fills;
+	return rc;
+}
+
+/* ---- figure 2 ---- */
+
+static int ucow_snap_round(struct size_run *z, unsigned round, double *first, double *after,
+			   struct bench_counters *c)
+{
+	ucow_region *snap1 = NULL, *snap2 = NULL, *r = populated_region(z);
+	double t;
+	int rc = !r || timed_snapshot(r, &snap1, first) ||
+		 write_sample(z, r, round_seed(z, round), &t, c) ||
+		 timed_snapshot(r, &snap2, after);
+	ucow_destroy(snap2);
+	ucow_destroy(snap1);
+	ucow_destroy(r);
+	return rc;
+}
+
+static int figure2(struct size_run *z)
+{
+	struct bench *b = z->b;
+	char sz[32];
+	bench_step(b, "snapshot %s", bench_fmt_size(sz, z->size));
+	if (heap(z))
+		return 1;
+	struct bench_row *first = bench_row_new(b, 2, bench_m_snap_first, z->size, UNIT_SECONDS);
+	struct bench_row *after = bench_row_new(b, 2, bench_m_snap_after, z->size, UNIT_SECONDS);
+	if (!first || !after)
+		return bench_lib_error("malloc", ENOMEM);
+	bench_row_alt(first, "fork(), same heap");
+	bench_row_alt(after, "fork() after 1% changed");
+	after->has_counters = true;
+	double u1, u2, k1, k2;
+	for (unsigned r = 0; r < b->rounds; r++) {
+		bench_progress(b, "round %u/%u", r + 1, b->rounds);
+		if (ucow_snap_round(z, r, &u1, &u2, &after->counters) || kern_fork(b, &k1) ||
+		    kern_write(b, z->count, round_seed(z, r)) || kern_fork(b, &k2))
+			return 1;
+		bench_add(&first->ucow, u1);
+		bench_add(&first->alt[0], k1);
+		bench_add(&after->ucow, u2);
+		bench_add(&after->alt[0], k2);
+	}
+	return 0;
+}
+
+/* ---- figure 3 ---- */
+
+static int figure3_rounds(struct size_run *z, ucow_region *r, const ucow_region *snap,
+			  struct bench_row *rev, struct bench_row *cyc)
+{
+	struct bench *b = z->b;
+	double w, v, k;
+	for (unsigned i = 0; i < b->rounds; i++) {
+		bench_progress(b, "round %u/%u", i + 1, b->rounds);
+		if (write_sample(z, r, round_seed(z, i), &w, &rev->counters))
+			return 1;
+		double t0 = cli_now();
+		int rc = ucow_revert(r, snap);
+		v = cli_now() - t0;
+		if (rc < 0)
+			return bench_lib_error("ucow_revert", -rc);
+		if (kern_fork_server(b, z->count, round_seed(z, i), &k))
+			return 1;
+		bench_add(&rev->ucow, v);
+		bench_add(&rev->alt[0], k);
+		bench_add(&cyc->ucow, w + v);
+		bench_add(&cyc->alt[0], k);
+	}
+	cyc->counters = rev->counters;
+	return 0;
+}
+
+static int figure3(struct size_run *z)
+{
+	struct bench *b = z->b;
+	char sz[32];
+	bench_step(b, "revert %s", bench_fmt_size(sz, z->size));
+	if (heap(z))
+		return 1;
+	struct bench_row *rev = bench_row_new(b, 3, bench_m_revert, z->size, UNIT_SECONDS);
+	struct bench_row *cyc = bench_row_new(b, 3, bench_m_cycle, z->size, UNIT_SECONDS);
+	if (!rev || !cyc)
+		return bench_lib_error("malloc", ENOMEM);
+	bench_row_alt(rev, "fork()+exit+wait, child writes 1%");
+	bench_row_alt(cyc, "fork()+exit+wait, child writes 1%");
+	rev->has_counters = cyc->has_counters = true;
+
+	bench_progress(b, "populating the region");
+	ucow_region *snap = NULL, *r = populated_region(z);
+	if (!r)
+		return 1;
+	int rc = 0;
+	if (!(snap = ucow_snapshot(r)))
+		rc = bench_lib_error("ucow_snapshot", errno);
+	if (!rc)
+		rc = figure3_rounds(z, r, snap, rev, cyc);
+	ucow_destroy(snap);
+	ucow_destroy(r);
+	return rc;
+}
+
+/* ---- per size ---- */
+
+/*
+ * At once: the ucow region, its snapshots' 1% copies, the fork() heap and a
+ * child's 1% copies, and the 1% samples (a page index per page).
+ */
+static int size_fits(struct size_run *z)
+{
+	char sz[32], what[64];
+	snprintf(what, sizeof(what), "%s", bench_fmt_size(sz, z->size));
+	double need = 2.1 * (double)z->size + 2.0 * (double)z->pages * sizeof(size_t);
+	return bench_fits(z->b, need, what);
+}
+
+static int one_size(struct bench *b, size_t size)
+{
+	struct size_run z = { .b = b, .size = size, .page = b->page };
+	z.pages = size / z.page;
+	z.count = bench_one_percent(z.pages);
+	if (!size_fits(&z)) {
+		b->step += bench_wants(b, 2) + bench_wants(b, 3);
+		return 0;
+	}
+	int rc = 0;
+	if (bench_wants(b, 2))
+		rc = figure2(&z);
+	if (!rc && bench_wants(b, 3))
+		rc = figure3(&z);
+	if (z.heap_ready && kern_free(b))
+		rc = 1;
+	return rc;
+}
+
+int bench_snapshot(struct bench *b)
+{
+	for (unsigned i = 0; i < b->nsizes; i++)
+		if (one_size(b, b->sizes[i]))
+			return 1;
+	return 0;
+}
