@@ -142,6 +142,10 @@ struct ucow_stats {
 	uint64_t cow_reuses;   /* write faults that only made the page writable */
 	uint64_t zero_fills;   /* write faults that gave a never-written page a frame */
 	uint64_t coalesced;    /* pages made private by coalescing (see below) */
+	uint64_t fault_around; /* pages copied ahead of a sequential writer: a
+				  fault at the page after the previous fault's
+				  last copies up to 16 pages that need the same
+				  work (shared, or never written) */
 	size_t mappings;       /* kernel mappings (VMAs) the region uses, estimated */
 	size_t metadata_bytes; /* bytes of the region's page table */
 };

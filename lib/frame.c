@@ -291,12 +291,12 @@ void frame_batch_flush(struct frame_batch *b)
 	b->n = 0;
 }
 
-int frame_fill(frame_t f, const void *src)
+int frame_fill(frame_t f, const void *src, size_t len)
 {
 	size_t done = 0;
-	while (done < os_page_size) {
+	while (done < len) {
 		int n = os_pwrite(frames.memfd, (const char *)src + done,
-				  os_page_size - done, frame_offset(f) + done);
+				  len - done, frame_offset(f) + done);
 		if (n == -EINTR)
 			continue;
 		if (n <= 0)

@@ -142,8 +142,8 @@ struct frame_batch {
 };
 void frame_put_batched(frame_t f, struct frame_batch *b);
 void frame_batch_flush(struct frame_batch *b);
-/* Copies one page from `src` (readable memory) into frame f. */
-int frame_fill(frame_t f, const void *src);
+/* Copies len bytes (whole pages) from readable memory into frames f, f+1... */
+int frame_fill(frame_t f, const void *src, size_t len);
 
 /* ---- pgtable.c ---------------------------------------------------------- */
 
@@ -181,6 +181,8 @@ int pgtable_init(struct pgtable *pt, size_t npages);
 void pgtable_free(struct pgtable *pt);
 size_t pgtable_bytes(const struct pgtable *pt);
 pte_t pte_lock(struct pgtable *pt, size_t i);
+/* Takes the lock only if it is free: true and *old set, or false. */
+bool pte_trylock(struct pgtable *pt, size_t i, pte_t *old);
 void pte_unlock(struct pgtable *pt, size_t i, pte_t val);
 /* Sets a pte outside the fault path (no fault can run on the region). */
 void pte_set(struct pgtable *pt, size_t i, pte_t val);
@@ -232,6 +234,8 @@ struct ucow_region {
 	uint64_t cow_reuses;
 	uint64_t zero_fills;
 	uint64_t coalesced;     /* pages made private by coalescing */
+	uint64_t fault_around;  /* pages copied ahead by sequential faults */
+	size_t next_fault;      /* page after the last fault served */
 };
 
 #define REGION_CHUNK_SHIFT 21 /* regions own whole 2 MiB chunks of VA */
@@ -291,12 +295,16 @@ void vma_recount(ucow_region *r);
 
 /* ---- memory.c ----------------------------------------------------------- */
 
+/* Pages one fault may copy when a writer moves in sequence. */
+#define FAULT_AROUND 16
+
 /*
  * Resolves a write fault on page i of r (the caller holds a fault reference).
  * 0 when the page is writable (or the access may be retried), or a negative
  * errno when no frame could be had. Shared by every backend and by unshare.
+ * `around` allows fault-around (not for unshare, which is exact).
  */
-int do_wp_page(ucow_region *r, size_t i);
+int do_wp_page(ucow_region *r, size_t i, bool around);
 /* Serves a copy-on-write fault at addr: 1 served, 0 not ours. */
 int handle_mm_fault(uintptr_t addr);
 

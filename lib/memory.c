@@ -27,35 +27,68 @@ static int wp_page_reuse(ucow_region *r, size_t i, pte_t pte, pte_t *out)
 }
 
 /*
- * Copy the page into the region's home frame for it and map that frame
- * writable over the faulting page; only then drop the old frame, so that no
- * other user can reuse it while this page still maps it. From the zero page
- * there is nothing to copy: a free home frame is a hole and reads as zeros.
+ * Copy the pages [i, i + n) into the region's home frames for them and map
+ * those frames writable over the pages; only then drop the old frames, so
+ * that no other user can reuse one while this region still maps it. From the
+ * zero page there is nothing to copy: a free home frame is a hole of the
+ * memfd and reads as zeros. The caller holds the ptes' locks.
  */
-static int wp_page_copy(ucow_region *r, size_t i, pte_t pte, pte_t *out)
+static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 {
-	frame_t old = pte_frame(pte), new = r->home + (frame_t)i;
+	frame_t old = pte_frame(pte_read(&r->pt, i)), new = r->home + (frame_t)i;
 	void *addr = page_addr(r, i);
+	size_t len = n << os_page_shift;
 	int err = 0;
 
 	if (old != FRAME_NONE)
-		err = frame_fill(new, addr);
-	frame_get_new(new);
+		err = frame_fill(new, addr, len);
+	for (size_t k = 0; k < n; k++)
+		frame_get_new(new + (frame_t)k);
 	if (!err)
-		err = ucow_backend_ops->map_frame(addr, os_page_size,
-						  frame_offset(new), true);
+		err = ucow_backend_ops->map_frame(addr, len, frame_offset(new), true);
 	if (err) {
-		frame_put(new);
+		for (size_t k = 0; k < n; k++)
+			frame_put(new + (frame_t)k);
 		return err;
 	}
-	*out = new | PTE_WRITE;
-	if (old == FRAME_NONE) {
-		COUNT(&r->zero_fills);
-	} else {
-		frame_put(old);
-		COUNT(&r->cow_copies);
+	for (size_t k = 0; k < n; k++) {
+		frame_t f = pte_frame(pte_read(&r->pt, i + k));
+		if (f != FRAME_NONE)
+			frame_put(f);
 	}
+	COUNT(old == FRAME_NONE ? &r->zero_fills : &r->cow_copies);
+	if (n > 1)
+		ADD(&r->fault_around, n - 1);
 	return 0;
+}
+
+/*
+ * Fault-around: a writer that moves in sequence (this fault is at the page
+ * after the last one served) gets the following pages copied in the same
+ * fault, as the kernel maps a run of pages around a read fault. Only pages
+ * that need the same work as page i join: shared ones after a shared page,
+ * zero pages after a zero page; the run stops at a page another fault holds.
+ */
+static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f)
+{
+	size_t n = 1;
+	if (i == 0 || LOAD_RELAXED(&r->next_fault) != i)
+		return 1;
+	while (n < FAULT_AROUND && i + n < r->npages) {
+		pte_t pte;
+		if (!pte_trylock(&r->pt, i + n, &pte))
+			break;
+		frame_t g = pte_frame(pte);
+		bool same = !(pte & PTE_WRITE) &&
+			    (f == FRAME_NONE ? g == FRAME_NONE
+					     : g != FRAME_NONE && frame_count(g) > 1);
+		if (!same) {
+			pte_unlock(&r->pt, i + n, pte);
+			break;
+		}
+		n++;
+	}
+	return n;
 }
 
 /*
@@ -74,7 +107,7 @@ static int coalesce_take(ucow_region *r, size_t j)
 	if (pte & PTE_WRITE)
 		err = ucow_backend_ops->wrprotect(addr, os_page_size);
 	if (!err && f != FRAME_NONE)
-		err = frame_fill(home, addr);
+		err = frame_fill(home, addr, os_page_size);
 	frame_get_new(home);
 	if (err)
 		frame_put(home);
@@ -136,30 +169,56 @@ static int wp_page_coalesce(ucow_region *r, size_t i)
 	return 0;
 }
 
-int do_wp_page(ucow_region *r, size_t i)
+static int do_wp_page_reuse(ucow_region *r, size_t i, pte_t pte)
+{
+	pte_t out = pte | PTE_WRITE;
+	long delta = vma_delta(r, i, pte, out);
+	if (vma_over_budget(delta)) {
+		pte_unlock(&r->pt, i, pte);
+		return wp_page_coalesce(r, i);
+	}
+	int err = wp_page_reuse(r, i, pte, &out);
+	pte_unlock(&r->pt, i, err ? pte : out);
+	if (!err)
+		vma_account(r, delta);
+	return err;
+}
+
+static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
+{
+	/* A run mapped into the middle of others splits at most two. */
+	if (vma_over_budget(2)) {
+		pte_unlock(&r->pt, i, pte);
+		return wp_page_coalesce(r, i);
+	}
+	size_t n = around ? fault_around_lock(r, i, pte_frame(pte)) : 1;
+	long before = vma_window(r, i, i + n);
+	int err = wp_page_copy(r, i, n);
+	for (size_t k = 0; k < n; k++)
+		pte_unlock(&r->pt, i + k,
+			   err ? pte_read(&r->pt, i + k)
+			       : (r->home + (frame_t)(i + k)) | PTE_WRITE);
+	if (err)
+		return err;
+	vma_account(r, vma_window(r, i, i + n) - before);
+	STORE(&r->next_fault, i + n);
+	return 0;
+}
+
+int do_wp_page(ucow_region *r, size_t i, bool around)
 {
 	if (r->readonly)
 		return -EPERM;
-	pte_t pte = pte_lock(&r->pt, i), out = pte;
+	pte_t pte = pte_lock(&r->pt, i);
 	/* Another thread resolved it while we waited: just retry the access. */
 	if (pte & PTE_WRITE) {
 		pte_unlock(&r->pt, i, pte);
 		return 0;
 	}
 	frame_t f = pte_frame(pte);
-	bool reuse = f != FRAME_NONE && frame_count(f) == 1;
-	pte_t planned = (reuse ? pte : (pte_t)(r->home + (frame_t)i)) | PTE_WRITE;
-	long delta = vma_delta(r, i, pte, planned);
-	if (vma_over_budget(delta)) {
-		pte_unlock(&r->pt, i, pte);
-		return wp_page_coalesce(r, i);
-	}
-	int err = reuse ? wp_page_reuse(r, i, pte, &out)
-			: wp_page_copy(r, i, pte, &out);
-	pte_unlock(&r->pt, i, err ? pte : out);
-	if (!err)
-		vma_account(r, delta);
-	return err;
+	if (f != FRAME_NONE && frame_count(f) == 1)
+		return do_wp_page_reuse(r, i, pte);
+	return do_wp_page_copy(r, i, pte, around);
 }
 
 static const char *errno_name(int err)
@@ -188,7 +247,7 @@ int handle_mm_fault(uintptr_t addr)
 	ucow_region *r = region_fault_enter(addr);
 	if (!r)
 		return 0;
-	int err = do_wp_page(r, (addr - r->base) >> os_page_shift);
+	int err = do_wp_page(r, (addr - r->base) >> os_page_shift, true);
 	region_fault_exit(r);
 	if (err == -EPERM)
 		return 0; /* a write to a snapshot: the program's fault */
@@ -236,7 +295,7 @@ int ucow_unshare(void *addr, size_t len)
 		ucow_region *held = region_fault_enter((uintptr_t)page_addr(r, i));
 		if (!held)
 			return -EFAULT;
-		err = do_wp_page(held, i);
+		err = do_wp_page(held, i, false);
 		region_fault_exit(held);
 	}
 	return err;

@@ -81,6 +81,18 @@ pte_t pte_lock(struct pgtable *pt, size_t i)
 	}
 }
 
+bool pte_trylock(struct pgtable *pt, size_t i, pte_t *old)
+{
+	pte_t v = LOAD_RELAXED(&pt->pte[i]);
+	if (v & PTE_LOCK)
+		return false;
+	if (!__atomic_compare_exchange_n(&pt->pte[i], &v, v | PTE_LOCK, false,
+					 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return false;
+	*old = v;
+	return true;
+}
+
 void pte_unlock(struct pgtable *pt, size_t i, pte_t val)
 {
 	pte_t old = LOAD_RELAXED(&pt->pte[i]);

@@ -44,6 +44,7 @@ int ucow_stats(const ucow_region *r, struct ucow_stats *out)
 		out->cow_reuses = LOAD_RELAXED(&r->cow_reuses);
 		out->zero_fills = LOAD_RELAXED(&r->zero_fills);
 		out->coalesced = LOAD_RELAXED(&r->coalesced);
+		out->fault_around = LOAD_RELAXED(&r->fault_around);
 		out->mappings = (size_t)LOAD_RELAXED(&r->mappings);
 		out->metadata_bytes = pgtable_bytes(&r->pt) + sizeof *r;
 	}

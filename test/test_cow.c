@@ -321,6 +321,68 @@ static void test_frames_are_given_back(void)
 	CU_ASSERT_EQUAL(global_stats().frames, frames);
 }
 
+/* A writer moving in sequence gets the next shared pages copied with it. */
+static void test_ascending_writes_copy_ahead(void)
+{
+	ucow_region *src = make_filled(64, 64, 21);
+	ucow_region *c = ucow_clone(src);
+	page_of(c, 0)[0] = 1;
+	page_of(c, 1)[0] = 2;
+	struct ucow_stats s = stats_of(c);
+	CU_ASSERT_EQUAL(s.cow_copies, 2);
+	CU_ASSERT_EQUAL(s.fault_around, 15);
+	CU_ASSERT_EQUAL(s.private_pages, 17);
+	CU_ASSERT_EQUAL(s.writable_pages, 17);
+	CU_ASSERT(pages_match(ucow_base(src), 0, 64, 21));
+	CU_ASSERT(pages_match(ucow_base(c), 2, 62, 21));
+	CU_ASSERT_EQUAL(page_of(c, 1)[0], 2);
+	ucow_destroy(c);
+	ucow_destroy(src);
+}
+
+/* The run stops where the next page needs other work (a zero page here). */
+static void test_fault_around_stops_at_other_kind(void)
+{
+	ucow_region *src = make_filled(64, 5, 22);
+	ucow_region *c = ucow_clone(src);
+	page_of(c, 0)[0] = 1;
+	page_of(c, 1)[0] = 2;
+	struct ucow_stats s = stats_of(c);
+	CU_ASSERT_EQUAL(s.fault_around, 3);
+	CU_ASSERT_EQUAL(s.private_pages, 5);
+	CU_ASSERT_EQUAL(s.zero_pages, 59);
+	ucow_destroy(c);
+	ucow_destroy(src);
+}
+
+/* Writes in random or descending order copy only what they write. */
+static void test_descending_writes_copy_only_what_they_write(void)
+{
+	ucow_region *src = make_filled(64, 64, 23);
+	ucow_region *c = ucow_clone(src);
+	for (size_t p = 40; p-- > 20;)
+		page_of(c, p)[0] = 1;
+	struct ucow_stats s = stats_of(c);
+	CU_ASSERT_EQUAL(s.cow_copies, 20);
+	CU_ASSERT_EQUAL(s.fault_around, 0);
+	CU_ASSERT_EQUAL(s.private_pages, 20);
+	ucow_destroy(c);
+	ucow_destroy(src);
+}
+
+/* ucow_unshare breaks sharing of exactly the range it is given. */
+static void test_unshare_copies_no_more_than_asked(void)
+{
+	ucow_region *src = make_filled(64, 64, 24);
+	ucow_region *c = ucow_clone(src);
+	CU_ASSERT_EQUAL(ucow_unshare(page_of(c, 0), 3 * page_size()), 0);
+	struct ucow_stats s = stats_of(c);
+	CU_ASSERT_EQUAL(s.private_pages, 3);
+	CU_ASSERT_EQUAL(s.fault_around, 0);
+	ucow_destroy(c);
+	ucow_destroy(src);
+}
+
 void add_cow_suite(void)
 {
 	static const struct test_case tests[] = {
@@ -338,6 +400,10 @@ void add_cow_suite(void)
 		TEST(test_read_into_unshared_page_succeeds),
 		TEST(test_read_into_shared_page_without_unshare),
 		TEST(test_frames_are_given_back),
+		TEST(test_ascending_writes_copy_ahead),
+		TEST(test_fault_around_stops_at_other_kind),
+		TEST(test_descending_writes_copy_only_what_they_write),
+		TEST(test_unshare_copies_no_more_than_asked),
 		{ NULL, NULL },
 	};
 	add_suite("cow", tests);
