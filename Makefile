@@ -2,12 +2,14 @@
 #   make                 build in build/ (installs missing Debian packages as root)
 #   make check           build and run the test suite
 #   make demo            run `ucow demo $(DEMO_ARGS)'
+#   make bench           run `ucow bench $(BENCH_ARGS)' (e.g. BENCH_ARGS=--quick)
 #   make install PREFIX=/dir
 #   make check-asan | check-tsan | check-valgrind
 #   make clean | distclean
 PREFIX ?= /usr/local
 CONFIGURE_FLAGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 DEPS_PKGS = libsigsegv-dev libcunit1-dev libhwloc-dev autoconf automake libtool pkg-config gcc make
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -28,6 +30,9 @@ check: all
 
 demo: all
 	build/tools/ucow demo $(DEMO_ARGS)
+
+bench: all
+	build/tools/ucow bench $(BENCH_ARGS)
 
 # PREFIX is fixed at configure time (libtool bakes libdir into the .la and the
 # installed rpath), so a different PREFIX reconfigures, keeping the other
@@ -110,4 +115,4 @@ build-asan/config.status: configure | deps
 build-tsan/config.status: configure | deps
 	$(call reconfigure,build-tsan,$(CONFIGURE_FLAGS) CC='$(TSAN_CC)' CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)')
 
-.PHONY: all check demo install check-asan check-tsan check-valgrind clean distclean deps
+.PHONY: all check demo bench install check-asan check-tsan check-valgrind clean distclean deps

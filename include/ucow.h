@@ -178,12 +178,30 @@ struct ucow_global_stats {
 UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
 
 /*
- * Name of the fault backend in use: "sigsegv" (libsigsegv). Chosen once per
- * process, at the first call into ucow, from the environment variable
- * UCOW_BACKEND if set. An unknown name makes ucow_create() fail with EINVAL
- * and this call return NULL (errno EINVAL).
+ * Name of the fault backend in use:
+ *   "sigsegv" (the default): write faults arrive as SIGSEGV (GNU libsigsegv)
+ *       and are served on the faulting thread. The kernel's own writes into a
+ *       shared page (read(2), recv(2), ...) fail with EFAULT: call
+ *       ucow_unshare() first.
+ *   "uffd": pages are write-protected with userfaultfd; a handler thread
+ *       serves write faults, those of the kernel's own writes included, which
+ *       then simply work. Needs Linux 6.4 or later and either privilege, or
+ *       vm.unprivileged_userfaultfd=1, or access to /dev/userfaultfd. Where it
+ *       cannot be had, the first ucow_create() fails (EPERM, ENOSYS or
+ *       EOPNOTSUPP) after one line on stderr that names the reason: ucow
+ *       never falls back silently to another backend.
+ * The environment variable UCOW_BACKEND sets it; an unknown name makes
+ * ucow_create() fail with EINVAL and this call return NULL (errno EINVAL)
+ * until ucow_set_backend() names a known one.
  */
 UCOW_API const char *ucow_backend(void);
+
+/*
+ * Chooses the backend ("sigsegv" or "uffd") before the first region is
+ * created. Returns 0; -EINVAL (unknown name, NULL); -EBUSY (regions were
+ * created with another backend already).
+ */
+UCOW_API int ucow_set_backend(const char *name);
 
 /*
  * For programs that install their own SIGSEGV handler after ucow: call this

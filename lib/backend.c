@@ -10,7 +10,7 @@
 
 const struct backend *ucow_backend_ops;
 
-static const struct backend *const backends[] = {&signal_backend};
+static const struct backend *const backends[] = {&signal_backend, &uffd_backend};
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_error;
@@ -25,28 +25,28 @@ static const struct backend *backend_by_name(const char *name)
 	return NULL;
 }
 
+static bool backend_started;
+
 /* In a forked child, with the global lock held. */
 static void atfork_child(void)
 {
 	region_atfork_child();
 	frame_store_forget();
-	if (ucow_backend_ops && ucow_backend_ops->atfork_child)
+	if (ucow_backend_ops && ucow_backend_ops->atfork_child) {
 		ucow_backend_ops->atfork_child();
+		backend_started = false;
+	}
 }
 
 static void init(void)
 {
 	os_init();
 	vma_init();
-	const struct backend *b = backend_by_name(getenv("UCOW_BACKEND"));
-	if (!b) {
-		os_write_error("unknown UCOW_BACKEND", getenv("UCOW_BACKEND"), 0);
-		init_error = -EINVAL;
-		return;
-	}
 	if ((init_error = region_table_init()) != 0)
 		return;
-	ucow_backend_ops = b;
+	/* An unknown name leaves no backend: ucow_create fails until
+	 * ucow_set_backend() names a known one. */
+	ucow_backend_ops = backend_by_name(getenv("UCOW_BACKEND"));
 	ucow_atfork_init(atfork_child);
 }
 
@@ -63,7 +63,8 @@ int ucow_init(void)
  */
 int ucow_start(void)
 {
-	static bool backend_started;
+	if (!ucow_backend_ops)
+		return -EINVAL;
 	if (!backend_started) {
 		int err = ucow_backend_ops->init();
 		if (err)
@@ -73,13 +74,35 @@ int ucow_start(void)
 	return frames.memfd < 0 ? frame_store_init() : 0;
 }
 
+int ucow_set_backend(const char *name)
+{
+	int err = ucow_init();
+	if (err)
+		return err;
+	const struct backend *b = name ? backend_by_name(name) : NULL;
+	if (!b)
+		return -EINVAL;
+	sigset_t mask;
+	ucow_lock(&mask);
+	if (backend_started && b != ucow_backend_ops) {
+		err = -EBUSY;
+	} else {
+		ucow_backend_ops = b;
+		err = 0;
+	}
+	ucow_unlock(&mask);
+	return err;
+}
+
 const char *ucow_backend(void)
 {
-	if (ucow_init() != 0) {
-		errno = -init_error;
+	int err = ucow_init();
+	const struct backend *b = ucow_backend_ops;
+	if (err || !b) {
+		errno = err ? -err : EINVAL;
 		return NULL;
 	}
-	return ucow_backend_ops->name;
+	return b->name;
 }
 
 size_t ucow_page_size(void)

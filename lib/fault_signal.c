@@ -134,8 +134,9 @@ static int signal_map_frame(void *addr, size_t size, uint64_t off,
 const struct backend signal_backend = {
 	.name = "sigsegv",
 	.init = signal_init,
+	.atfork_child = NULL,
+	.map_zero = os_map_zero,
+	.map_frame = signal_map_frame,
 	.wrprotect = signal_wrprotect,
 	.make_writable = signal_make_writable,
-	.map_frame = signal_map_frame,
-	.atfork_child = NULL,
 };

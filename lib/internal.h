@@ -57,6 +57,8 @@ void os_discard(void *addr, size_t size);
 /* Replaces the range by anonymous memory: read-only zeros, or no access. */
 int os_map_zero(void *addr, size_t size);
 int os_map_none(void *addr, size_t size);
+/* Private anonymous memory (the userfaultfd backend protects it itself). */
+int os_map_anon(void *addr, size_t size, bool writable);
 /* Maps frames [off, off + size) of the memfd at addr, shared. */
 int os_map_file(void *addr, size_t size, int fd, uint64_t off, bool writable,
 		bool populate);
@@ -316,15 +318,28 @@ int handle_mm_fault(uintptr_t addr);
  */
 struct backend {
 	const char *name;
+	/* At the first region: 0, or a negative errno (reason on stderr). */
 	int (*init)(void);
+	/* In a forked child: forget the parent's fault machinery. */
+	void (*atfork_child)(void);
+	/*
+	 * Mappings of a writable region's pages (a snapshot's are plain
+	 * PROT_READ, and a write to one is the program's own fault): zero
+	 * pages, frames read-only (a write faults to us) or writable.
+	 */
+	int (*map_zero)(void *addr, size_t size);
+	int (*map_frame)(void *addr, size_t size, uint64_t off, bool writable);
 	int (*wrprotect)(void *addr, size_t size);
 	int (*make_writable)(void *addr, size_t size);
-	int (*map_frame)(void *addr, size_t size, uint64_t off, bool writable);
-	void (*atfork_child)(void);
 };
 
 extern const struct backend *ucow_backend_ops;
 extern const struct backend signal_backend;
+extern const struct backend uffd_backend;
+
+/* Maps pages [i, i + n) of r: frames f, f+1, ... or zeros if f is none. */
+int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
+		     bool writable);
 
 /* Initialises the library once; 0 or negative errno. */
 int ucow_init(void);

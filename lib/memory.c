@@ -45,7 +45,7 @@ static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 	for (size_t k = 0; k < n; k++)
 		frame_get_new(new + (frame_t)k);
 	if (!err)
-		err = ucow_backend_ops->map_frame(addr, len, frame_offset(new), true);
+		err = region_map_pages(r, i, n, new, true);
 	if (err) {
 		for (size_t k = 0; k < n; k++)
 			frame_put(new + (frame_t)k);
@@ -155,9 +155,8 @@ static int wp_page_coalesce(ucow_region *r, size_t i)
 	for (; j < hi && !err; j++)
 		err = coalesce_take(r, j);
 	if (!err)
-		err = ucow_backend_ops->map_frame(page_addr(r, lo),
-						  (hi - lo) << os_page_shift,
-						  frame_offset(r->home + lo), true);
+		err = region_map_pages(r, lo, hi - lo, r->home + (frame_t)lo,
+				       true);
 	if (err) {
 		coalesce_undo(r, lo, err ? j - 1 : hi);
 		for (size_t k = lo; k < hi; k++)

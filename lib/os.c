@@ -74,7 +74,12 @@ static int sys_mmap(void *addr, size_t size, int prot, int flags, int fd,
  */
 int os_map_zero(void *addr, size_t size)
 {
-	return sys_mmap(addr, size, PROT_READ,
+	return os_map_anon(addr, size, false);
+}
+
+int os_map_anon(void *addr, size_t size, bool writable)
+{
+	return sys_mmap(addr, size, PROT_READ | (writable ? PROT_WRITE : 0),
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
 			-1, 0);
 }

@@ -110,7 +110,8 @@ static int region_map(ucow_region *r)
 	r->base = (uintptr_t)va;
 	/* The whole reservation reads as zeros; only [base, base + size)
 	 * is the region, a write past it is a stray fault. */
-	int err = os_map_zero(va, r->va_size);
+	int err = r->readonly ? os_map_zero(va, r->va_size)
+			      : ucow_backend_ops->map_zero(va, r->va_size);
 	if (err)
 		os_release(va, r->va_size);
 	return err;
@@ -140,6 +141,20 @@ fail_home:
 fail_table:
 	pgtable_free(&r->pt);
 	return NULL;
+}
+
+int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
+		     bool writable)
+{
+	void *addr = page_addr(r, i);
+	size_t len = n << os_page_shift;
+	if (r->readonly)
+		return f == FRAME_NONE ? os_map_zero(addr, len)
+				       : os_map_file(addr, len, frames.memfd,
+						     frame_offset(f), false, false);
+	if (f == FRAME_NONE)
+		return ucow_backend_ops->map_zero(addr, len);
+	return ucow_backend_ops->map_frame(addr, len, frame_offset(f), writable);
 }
 
 static void set_owner(const ucow_region *r, uint32_t idx)

@@ -20,13 +20,7 @@ static void run_flush(struct map_run *run)
 {
 	if (!run->n || run->err)
 		goto out;
-	void *addr = page_addr(run->r, run->start);
-	size_t len = run->n << os_page_shift;
-	if (run->f0 == FRAME_NONE)
-		run->err = os_map_zero(addr, len);
-	else
-		run->err = ucow_backend_ops->map_frame(
-			addr, len, frame_offset(run->f0), false);
+	run->err = region_map_pages(run->r, run->start, run->n, run->f0, false);
 out:
 	run->n = 0;
 }

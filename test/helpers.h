@@ -18,6 +18,7 @@ void add_signals_suite(void);
 void add_fork_suite(void);
 void add_scale_suite(void);
 void add_diff_suite(void);
+void add_uffd_suite(void);
 
 /*
  * Scenarios that need a process where ucow was never used: main.c runs them
@@ -29,6 +30,7 @@ struct child_scenario {
 	int (*run)(void);
 };
 extern const struct child_scenario signal_scenarios[]; /* ends with {NULL} */
+extern const struct child_scenario backend_scenarios[];
 
 struct test_case {
 	const char *name;

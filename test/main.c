@@ -18,9 +18,12 @@
 
 static int run_child_scenario(const char *name)
 {
-	for (const struct child_scenario *s = signal_scenarios; s->name; s++)
-		if (strcmp(s->name, name) == 0)
-			return s->run();
+	const struct child_scenario *lists[] = {signal_scenarios,
+						backend_scenarios};
+	for (size_t l = 0; l < sizeof lists / sizeof *lists; l++)
+		for (const struct child_scenario *s = lists[l]; s->name; s++)
+			if (strcmp(s->name, name) == 0)
+				return s->run();
 	fprintf(stderr, "unknown child scenario: %s\n", name);
 	return 2;
 }
@@ -45,6 +48,7 @@ int main(int argc, char **argv)
 	add_signals_suite();
 	add_fork_suite();
 	add_diff_suite();
+	add_uffd_suite();
 	add_scale_suite();
 
 	CU_basic_set_mode(CU_BRM_VERBOSE);

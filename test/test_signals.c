@@ -103,7 +103,9 @@ static int snapshot_write_reaches_earlier_handler(void)
 
 	CHECK(write_faults_to_program(page_of(snap, 1) + 123));
 
-	CHECK(global_stats().foreign_faults == foreign + 1);
+	/* Under uffd no SIGSEGV goes through ucow: the program gets it. */
+	CHECK(global_stats().foreign_faults ==
+	      foreign + (backend_is("sigsegv") ? 1 : 0));
 	CHECK(pages_match(ucow_base(snap), 0, PAGES, 3));
 	return 0;
 }
@@ -160,8 +162,9 @@ static int later_handler_keeps_cow_working(void)
 
 	fill_pages(ucow_base(clone), 1, 1, 10);
 
-	/* One write to a shared page: one fault, resolved by ucow. */
-	CHECK(resolved_calls == 1);
+	/* One write to a shared page: one fault, resolved by ucow (under
+	 * uffd it never reaches a SIGSEGV handler). */
+	CHECK(resolved_calls == (backend_is("uffd") ? 0 : 1));
 	CHECK(foreign_calls == 0);
 	CHECK(stats_of(clone).cow_copies == 1);
 	CHECK(pages_match(ucow_base(clone), 1, 1, 10));

@@ -38,11 +38,11 @@ enum bench_unit {
 struct bench_series {
 	char name[48];
 	double *v;      /* one sample per round */
-	unsigned n;
+	unsigned n, cap;
 };
 
 struct bench_counters {
-	uint64_t copies, reuses, zero_fills;
+	uint64_t copies, reuses, zero_fills, coalesced;
 };
 
 /* One measure at one size: ucow against up to BENCH_MAX_ALTS alternatives. */
@@ -189,7 +189,7 @@ struct bench_machine {
 	char cpu[96];
 	long cpus;
 	double mem_bytes;
-	char kernel[96];
+	char kernel[160];
 	char thp[32];
 	long max_map_count;
 };

@@ -90,6 +90,7 @@ static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, doubl
 	c->copies -= before.copies;
 	c->reuses -= before.reuses;
 	c->zero_fills -= before.zero_fills;
+	c->coalesced -= before.coalesced;
 	return rc;
 }
 
@@ -202,7 +203,7 @@ static int figure3(struct size_run *z)
 static int size_fits(struct size_run *z)
 {
 	char sz[32], what[64];
-	snprintf(what, sizeof(what), "%s", bench_fmt_size(sz, z->size));
+	snprintf(what, sizeof(what), "figures 2 and 3 at %s", bench_fmt_size(sz, z->size));
 	double need = 2.1 * (double)z->size + 2.0 * (double)z->pages * sizeof(size_t);
 	return bench_fits(z->b, need, what);
 }

@@ -105,7 +105,7 @@ static int deep_round(struct sparse *s, double *secs, double *bytes)
 static int rounds(struct sparse *s, struct bench_row *time, struct bench_row *mem)
 {
 	struct bench *b = s->b;
-	double t, bytes;
+	double t = 0.0, bytes = 0.0;
 	for (unsigned r = 0; r < b->rounds; r++) {
 		bench_progress(b, "round %u/%u", r + 1, b->rounds);
 		if (ucow_round(s, &t, &bytes, &mem->counters))

@@ -19,6 +19,7 @@ static int series_init(struct bench_series *s, const char *name, unsigned rounds
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->n = 0;
 	s->v = calloc(rounds, sizeof(*s->v));
+	s->cap = s->v ? rounds : 0;
 	return s->v ? 0 : -1;
 }
 
@@ -52,7 +53,7 @@ unsigned bench_row_alt(struct bench_row *row, const char *name)
 
 void bench_add(struct bench_series *s, double v)
 {
-	if (s->v)
+	if (s->n < s->cap)
 		s->v[s->n++] = v;
 }
 
@@ -270,6 +271,7 @@ int bench_counters(const ucow_region *r, struct bench_counters *out)
 	out->copies = s.cow_copies;
 	out->reuses = s.cow_reuses;
 	out->zero_fills = s.zero_fills;
+	out->coalesced = s.coalesced;
 	return 0;
 }
 
@@ -298,7 +300,7 @@ int bench_fits(struct bench *b, double need, const char *what)
 	if (m.available_kb < 0 || need <= avail)
 		return 1;
 	char n[CLI_BYTES_LEN], a[CLI_BYTES_LEN];
-	bench_skip(b, "%s: skipped, needs about %s of memory and %s is available", what,
+	bench_skip(b, "%s: needs about %s of memory, %s is available", what,
 		   cli_fmt_bytes(n, need), cli_fmt_bytes(a, avail));
 	return 0;
 }

@@ -16,6 +16,7 @@
  * table in tools/ucow.c.
  */
 int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /*
  * Parses a byte count: digits with an optional binary suffix K, M, G or T

@@ -35,6 +35,7 @@ static const struct command {
 	const char *summary;
 } commands[] = {
 	{ "demo", cmd_demo, "clone, snapshot, write and revert a heap; show time and memory" },
+	{ "bench", cmd_bench, "measure ucow against fork(), MAP_PRIVATE and deep copies" },
 	{ "info", cmd_info, "show the fault backend, page size and vm.max_map_count" },
 	{ "version", cmd_version, "print the version" },
 	{ "help", cmd_help, "show this help, or a subcommand's: ucow help demo" },

@@ -1,0 +1,243 @@
+/*
+ * The userfaultfd backend: pages of writable regions are mapped writable and
+ * write-protected through userfaultfd (UFFDIO_REGISTER_MODE_WP), so a write
+ * by the program *or by the kernel* (read(2) into a shared page, recv(2),
+ * process_vm_writev(2), ...) stops the writer until a handler thread has
+ * served it through the same do_wp_page() as the signal backend, then wakes
+ * it. Only how faults arrive and how writers are released differ.
+ *
+ * A page remapped with mmap(MAP_FIXED) is a new mapping that userfaultfd does
+ * not know, so every mapping made here is registered; a waiting writer is
+ * woken with UFFDIO_WAKE, retries, and finds the new mapping.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Newer than the headers of some distributions (Linux 6.4). */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+
+/* Write-protect of shmem (memfd) pages, and of pages never touched yet. */
+#define UFFD_NEEDED (UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED)
+
+/* Faults read from the descriptor at once: one wake-up serves them all. */
+#define UFFD_BATCH 64
+
+static int uffd = -1;
+static int stop_fd = -1;
+static pthread_t handler;
+
+/* Tries the system call, unprivileged user-mode-only, then the device. */
+static int uffd_open(void)
+{
+	int flags = O_CLOEXEC | O_NONBLOCK;
+	int fd = (int)syscall(SYS_userfaultfd, flags);
+	if (fd < 0 && errno == EPERM)
+		fd = (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+	if (fd >= 0)
+		return fd;
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+		close(dev);
+	}
+	if (fd >= 0)
+		return fd;
+	os_write_error("userfaultfd backend unavailable",
+		       errno == EPERM || errno == EACCES
+			       ? "no permission (vm.unprivileged_userfaultfd=0, "
+				 "no access to /dev/userfaultfd, or a seccomp "
+				 "filter)"
+			       : "the kernel has no userfaultfd",
+		       0);
+	return -errno;
+}
+
+static int uffd_handshake(int fd)
+{
+	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_NEEDED};
+	if (ioctl(fd, UFFDIO_API, &api) == 0 &&
+	    (api.features & UFFD_NEEDED) == UFFD_NEEDED)
+		return 0;
+	os_write_error("userfaultfd backend unavailable",
+		       "the kernel lacks write-protect of shmem and of "
+		       "unpopulated pages (Linux 6.4 or later needed)",
+		       0);
+	return -EOPNOTSUPP;
+}
+
+static void uffd_wake(uintptr_t addr)
+{
+	struct uffdio_range range = {.start = addr, .len = os_page_size};
+	ioctl(uffd, UFFDIO_WAKE, &range);
+}
+
+static uintptr_t fault_page(const struct uffd_msg *msg)
+{
+	return (uintptr_t)msg->arg.pagefault.address &
+	       ~(uintptr_t)(os_page_size - 1);
+}
+
+static bool seen_in_batch(const struct uffd_msg *msg, size_t k)
+{
+	for (size_t j = 0; j < k; j++)
+		if (msg[j].event == UFFD_EVENT_PAGEFAULT &&
+		    fault_page(&msg[j]) == fault_page(&msg[k]))
+			return true;
+	return false;
+}
+
+/*
+ * Serves one batch of faults; a page that is not ours is just retried. The
+ * messages of one batch were all pending at once, so several for one page
+ * (several writers) are served by the first: serving a later one after the
+ * writers resumed could copy a page that is shared again by then.
+ */
+static void serve(const struct uffd_msg *msg, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		if (msg[k].event != UFFD_EVENT_PAGEFAULT || seen_in_batch(msg, k))
+			continue;
+		if (msg[k].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+			handle_mm_fault(fault_page(&msg[k]));
+		uffd_wake(fault_page(&msg[k]));
+	}
+}
+
+static void *handler_main(void *arg)
+{
+	UNUSED(arg);
+	struct uffd_msg msg[UFFD_BATCH];
+	struct pollfd fds[2] = {{.fd = uffd, .events = POLLIN},
+				{.fd = stop_fd, .events = POLLIN}};
+	for (;;) {
+		if (poll(fds, 2, -1) < 0)
+			continue;
+		if (fds[1].revents)
+			return NULL;
+		ssize_t got = read(uffd, msg, sizeof msg);
+		if (got > 0)
+			serve(msg, (size_t)got / sizeof *msg);
+	}
+}
+
+/* The handler thread takes no signal: the program's handlers run elsewhere. */
+static int start_handler(void)
+{
+	sigset_t all, saved;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	int err = pthread_create(&handler, NULL, handler_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	return -err;
+}
+
+static void uffd_close(void)
+{
+	if (uffd >= 0)
+		close(uffd);
+	if (stop_fd >= 0)
+		close(stop_fd);
+	uffd = stop_fd = -1;
+}
+
+/* At exit: let the handler finish its batch and stop. */
+__attribute__((destructor)) static void uffd_shutdown(void)
+{
+	if (stop_fd < 0)
+		return;
+	uint64_t one = 1;
+	if (write(stop_fd, &one, sizeof one) == sizeof one)
+		pthread_join(handler, NULL);
+	uffd_close();
+}
+
+static int uffd_init(void)
+{
+	int fd = uffd_open();
+	if (fd < 0)
+		return fd;
+	uffd = fd;
+	int err = uffd_handshake(fd);
+	if (!err && (stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
+		err = -errno;
+	if (!err)
+		err = start_handler();
+	if (err)
+		uffd_close();
+	return err;
+}
+
+/* In a forked child: the parent's descriptor and thread are not ours. */
+static void uffd_atfork_child(void)
+{
+	uffd_close();
+}
+
+static int uffd_register(void *addr, size_t size)
+{
+	struct uffdio_register reg = {
+		.range = {.start = (uintptr_t)addr, .len = size},
+		.mode = UFFDIO_REGISTER_MODE_WP,
+	};
+	return ioctl(uffd, UFFDIO_REGISTER, &reg) ? -errno : 0;
+}
+
+static int uffd_set_wp(void *addr, size_t size, bool protect)
+{
+	struct uffdio_writeprotect wp = {
+		.range = {.start = (uintptr_t)addr, .len = size},
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
+}
+
+static int uffd_wrprotect(void *addr, size_t size)
+{
+	return uffd_set_wp(addr, size, true);
+}
+
+/* Clearing the protection also wakes the writers waiting on the range. */
+static int uffd_make_writable(void *addr, size_t size)
+{
+	return uffd_set_wp(addr, size, false);
+}
+
+/* Zero pages: anonymous memory, writable for the MMU, protected by uffd. */
+static int uffd_map_zero(void *addr, size_t size)
+{
+	int err = os_map_anon(addr, size, true);
+	if (!err)
+		err = uffd_register(addr, size);
+	return err ? err : uffd_wrprotect(addr, size);
+}
+
+static int uffd_map_frame(void *addr, size_t size, uint64_t off, bool writable)
+{
+	int err = os_map_file(addr, size, frames.memfd, off, true, writable);
+	if (!err)
+		err = uffd_register(addr, size);
+	if (!err && !writable)
+		err = uffd_wrprotect(addr, size);
+	return err;
+}
+
+const struct backend uffd_backend = {
+	.name = "uffd",
+	.init = uffd_init,
+	.atfork_child = uffd_atfork_child,
+	.map_zero = uffd_map_zero,
+	.map_frame = uffd_map_frame,
+	.wrprotect = uffd_wrprotect,
+	.make_writable = uffd_make_writable,
+};
