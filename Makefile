@@ -56,8 +56,10 @@ check-asan: build-asan/config.status
 	  $(MAKE) -C build-asan check
 
 check-tsan: DEPS_PKGS += libtsan2
+# Under the uffd backend the process has a handler thread, and the tests'
+# forked children start their own: die_after_fork=0 lets TSan follow them.
 check-tsan: build-tsan/config.status
-	UCOW_TEST_SANITIZER=tsan TSAN_OPTIONS="handle_segv=0$${TSAN_OPTIONS:+:$$TSAN_OPTIONS}" \
+	UCOW_TEST_SANITIZER=tsan TSAN_OPTIONS="handle_segv=0:die_after_fork=0$${TSAN_OPTIONS:+:$$TSAN_OPTIONS}" \
 	  $(MAKE) -C build-tsan check UCOW_TEST_WRAPPER='$(NO_ASLR)'
 
 # libtool --mode=execute runs the real binary behind test/ucow_test's wrapper script.

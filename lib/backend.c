@@ -71,7 +71,18 @@ int ucow_start(void)
 			return err;
 		backend_started = true;
 	}
+	if (ucow_backend_ops->busy) {
+		int err = ucow_backend_ops->busy();
+		if (err)
+			return err;
+	}
 	return frames.memfd < 0 ? frame_store_init() : 0;
+}
+
+void ucow_idle(void)
+{
+	if (ucow_backend_ops && ucow_backend_ops->idle)
+		ucow_backend_ops->idle();
 }
 
 int ucow_set_backend(const char *name)

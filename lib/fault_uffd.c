@@ -36,6 +36,15 @@
 static int uffd = -1;
 static int stop_fd = -1;
 static pthread_t handler;
+static bool handler_running;
+static void *handler_stack;
+
+/*
+ * The handler's stack is ours, not from the C library's cache: a forked
+ * child then never gives its own handler the vanished thread's stack (and
+ * identity), which thread sanitizers would take for a thread started twice.
+ */
+#define HANDLER_STACK ((size_t)8 << 20) /* reserved; costs what it touches */
 
 /* Tries the system call, unprivileged user-mode-only, then the device. */
 static int uffd_open(void)
@@ -131,15 +140,48 @@ static void *handler_main(void *arg)
 	}
 }
 
-/* The handler thread takes no signal: the program's handlers run elsewhere. */
-static int start_handler(void)
+/*
+ * The handler thread runs while regions exist (global lock held). It takes
+ * no signal: the program's handlers run on the program's threads.
+ */
+static int uffd_busy(void)
 {
+	if (handler_running)
+		return 0;
+	pthread_attr_t attr;
+	if (!handler_stack && !(handler_stack = os_reserve(HANDLER_STACK)))
+		return -ENOMEM;
+	int err = pthread_attr_init(&attr);
+	if (!err)
+		err = pthread_attr_setstack(&attr, handler_stack, HANDLER_STACK);
 	sigset_t all, saved;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	int err = pthread_create(&handler, NULL, handler_main, NULL);
+	if (!err)
+		err = pthread_create(&handler, &attr, handler_main, NULL);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	pthread_attr_destroy(&attr);
+	handler_running = !err;
 	return -err;
+}
+
+static void release_stack(void)
+{
+	os_release(handler_stack, HANDLER_STACK);
+	handler_stack = NULL;
+}
+
+/* No region is left: let the handler finish its batch and stop. */
+static void uffd_idle(void)
+{
+	uint64_t n = 1;
+	if (!handler_running || write(stop_fd, &n, sizeof n) != sizeof n)
+		return;
+	pthread_join(handler, NULL);
+	handler_running = false;
+	release_stack();
+	if (read(stop_fd, &n, sizeof n) != sizeof n)
+		n = 0;
 }
 
 static void uffd_close(void)
@@ -151,14 +193,10 @@ static void uffd_close(void)
 	uffd = stop_fd = -1;
 }
 
-/* At exit: let the handler finish its batch and stop. */
+/* At exit, with regions still alive: stop the handler cleanly. */
 __attribute__((destructor)) static void uffd_shutdown(void)
 {
-	if (stop_fd < 0)
-		return;
-	uint64_t one = 1;
-	if (write(stop_fd, &one, sizeof one) == sizeof one)
-		pthread_join(handler, NULL);
+	uffd_idle();
 	uffd_close();
 }
 
@@ -171,8 +209,6 @@ static int uffd_init(void)
 	int err = uffd_handshake(fd);
 	if (!err && (stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
 		err = -errno;
-	if (!err)
-		err = start_handler();
 	if (err)
 		uffd_close();
 	return err;
@@ -181,6 +217,8 @@ static int uffd_init(void)
 /* In a forked child: the parent's descriptor and thread are not ours. */
 static void uffd_atfork_child(void)
 {
+	handler_running = false;
+	release_stack();
 	uffd_close();
 }
 
@@ -235,6 +273,8 @@ static int uffd_map_frame(void *addr, size_t size, uint64_t off, bool writable)
 const struct backend uffd_backend = {
 	.name = "uffd",
 	.init = uffd_init,
+	.busy = uffd_busy,
+	.idle = uffd_idle,
 	.atfork_child = uffd_atfork_child,
 	.map_zero = uffd_map_zero,
 	.map_frame = uffd_map_frame,

@@ -320,6 +320,10 @@ struct backend {
 	const char *name;
 	/* At the first region: 0, or a negative errno (reason on stderr). */
 	int (*init)(void);
+	/* Before each region is created, and when the last one is gone: the
+	 * uffd backend runs its handler thread only while regions exist. */
+	int (*busy)(void);
+	void (*idle)(void);
 	/* In a forked child: forget the parent's fault machinery. */
 	void (*atfork_child)(void);
 	/*
@@ -345,5 +349,7 @@ int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 int ucow_init(void);
 /* Before the first region: fault handler, frame store (global lock held). */
 int ucow_start(void);
+/* When the last region is destroyed (global lock held). */
+void ucow_idle(void);
 
 #endif /* UCOW_INTERNAL_H */

@@ -307,10 +307,12 @@ void ucow_destroy(ucow_region *r)
 	} else if (!err) {
 		STORE(&r->state, REGION_DYING);
 		SUB(&live_regions, 1);
-		vma_account(r, -r->mappings);
+		vma_account(r, -LOAD(&r->mappings));
 		set_owner(r, 0);
 		wait_for_faults(r);
 		region_abandon(r);
+		if (!LOAD(&live_regions))
+			ucow_idle();
 	}
 	ucow_unlock(&mask);
 }

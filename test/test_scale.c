@@ -149,6 +149,44 @@ static void test_scattered_writes_stay_under_mapping_budget(void)
 	CU_ASSERT_EQUAL(global_stats().frames, 0);
 }
 
+/*
+ * The mapping estimate follows the kernel's count: random writes, a clone,
+ * writes to both, a snapshot and a revert, then destroy.
+ */
+static void test_mapping_estimate_matches_the_kernel(void)
+{
+	size_t ps = page_size(), pages = 4096;
+	ucow_region *probe = ucow_create(ps); /* ucow's own mappings exist */
+	CU_ASSERT_FATAL(probe != NULL);
+	long maps0 = count_lines("/proc/self/maps");
+	long est0 = (long)global_stats().mappings;
+	ucow_region *r = ucow_create(pages * ps);
+	CU_ASSERT_FATAL(r != NULL);
+	char *b = ucow_base(r);
+	uint64_t rng = 777;
+	for (int k = 0; k < 1500; k++)
+		b[(next_random(&rng) % pages) * ps] = 1;
+	ucow_region *c = ucow_clone(r);
+	CU_ASSERT_FATAL(c != NULL);
+	char *cb = ucow_base(c);
+	for (int k = 0; k < 1500; k++)
+		cb[(next_random(&rng) % pages) * ps] = 2;
+	for (int k = 0; k < 500; k++)
+		b[(next_random(&rng) % pages) * ps] = 3;
+	ucow_region *s = ucow_snapshot(c);
+	CU_ASSERT_FATAL(s != NULL);
+	CU_ASSERT_EQUAL(ucow_revert(r, s), 0);
+	long real = count_lines("/proc/self/maps") - maps0;
+	long est = (long)global_stats().mappings - est0;
+	CU_ASSERT(real > 1000);
+	CU_ASSERT(est >= real - 4 && est <= real + 4);
+	ucow_destroy(s);
+	ucow_destroy(c);
+	ucow_destroy(r);
+	CU_ASSERT_EQUAL((long)global_stats().mappings, est0);
+	ucow_destroy(probe);
+}
+
 /* Issue 4.2: a 64 GiB region and a clone, lightly used, cost little. */
 static void test_huge_sparse_region_costs_what_is_used(void)
 {
@@ -272,6 +310,7 @@ void add_scale_suite(void)
 {
 	static const struct test_case tests[] = {
 		TEST(test_scattered_writes_stay_under_mapping_budget),
+		TEST(test_mapping_estimate_matches_the_kernel),
 		TEST(test_huge_sparse_region_costs_what_is_used),
 		TEST(test_reading_zero_pages_costs_nothing),
 		TEST(test_many_regions_with_clones),

@@ -8,6 +8,7 @@
  * socketpair (both ends are this same binary).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -110,7 +111,7 @@ static int serve_fork_cow(struct heap *h, const struct kern_req *q, double *secs
 {
 	size_t *order = q->random ? bench_permutation(h->pages, q->seed) : NULL;
 	int fd[2];
-	if ((q->random && !order) || pipe(fd) < 0) {
+	if ((q->random && !order) || pipe2(fd, O_CLOEXEC) < 0) {
 		free(order);
 		return ENOMEM;
 	}

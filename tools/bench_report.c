@@ -90,11 +90,12 @@ static void print_row(const struct bench_row *row, FILE *f)
 {
 	char size[32], u[32], a[32], r[32], c[64] = "";
 	if (row->has_counters)
-		snprintf(c, sizeof(c), "%llu/%llu/%llu/%llu",
+		snprintf(c, sizeof(c), "%llu/%llu/%llu/%llu/%llu",
 			 (unsigned long long)row->counters.copies,
 			 (unsigned long long)row->counters.reuses,
 			 (unsigned long long)row->counters.zero_fills,
-			 (unsigned long long)row->counters.coalesced);
+			 (unsigned long long)row->counters.coalesced,
+			 (unsigned long long)row->counters.fault_around);
 	for (unsigned k = 0; k < row->nalt; k++)
 		fprintf(f, ROW_FMT, k ? "" : row->measure, k ? "" : bench_fmt_size(size, row->size),
 			k ? "" : fmt_value(u, row->unit, bench_median(&row->ucow)), row->alt[k].name,
@@ -123,11 +124,10 @@ static void print_legend(FILE *f)
 	fprintf(f,
 		"\nucow/alt: ratio of the medians. For times and memory below 1 means ucow costs\n"
 		"  less; for throughput (figure 5) above 1 means ucow does more.\n"
-		"ucow faults c/r/z/co: ucow's counters for the writes of its last round:\n"
+		"ucow c/r/z/co/fa: ucow's counters for the writes of its last round:\n"
 		"  faults that copied a shared page / made one writable in place (reused) /\n"
 		"  gave a never-written page a frame (zero-filled); pages made private by\n"
-		"  coalescing. A fault may copy pages ahead of a sequential writer, so\n"
-		"  there can be fewer faults than pages written.\n"
+		"  coalescing; pages copied ahead of a sequential writer (fault-around).\n"
 		"Writes touch one byte per page: the first write to a page takes the whole\n"
 		"  fault, and what is written does not change its cost.\n"
 		"The fork() side runs in a helper process forked before ucow started: a plain\n"
@@ -148,7 +148,7 @@ void bench_print_table(const struct bench *b, FILE *f)
 			continue;
 		fprintf(f, "\n%d. %s\n", fig, figure_title[fig]);
 		fprintf(f, ROW_FMT, "measure", "size", "ucow", "alternative", "alternative",
-			"ucow/alt", any_counters(b, fig) ? "ucow faults c/r/z/co" : "");
+			"ucow/alt", any_counters(b, fig) ? "ucow c/r/z/co/fa" : "");
 		for (size_t i = 0; i < b->nrows; i++)
 			if (b->rows[i].figure == fig)
 				print_row(&b->rows[i], f);
@@ -208,11 +208,12 @@ static void json_row(FILE *f, const struct bench_row *row)
 	fprintf(f, "},\n");
 	if (row->has_counters)
 		fprintf(f, "     \"ucow_faults\": {\"cow_copies\": %llu, \"cow_reuses\": %llu, "
-			   "\"zero_fills\": %llu, \"coalesced\": %llu},\n",
+			   "\"zero_fills\": %llu, \"coalesced\": %llu, \"fault_around\": %llu},\n",
 			(unsigned long long)row->counters.copies,
 			(unsigned long long)row->counters.reuses,
 			(unsigned long long)row->counters.zero_fills,
-			(unsigned long long)row->counters.coalesced);
+			(unsigned long long)row->counters.coalesced,
+			(unsigned long long)row->counters.fault_around);
 	fprintf(f, "     \"alternatives\": [");
 	for (unsigned k = 0; k < row->nalt; k++) {
 		fprintf(f, "%s\n       {\"name\": ", k ? "," : "");

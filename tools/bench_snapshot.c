@@ -91,6 +91,7 @@ static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, doubl
 	c->reuses -= before.reuses;
 	c->zero_fills -= before.zero_fills;
 	c->coalesced -= before.coalesced;
+	c->fault_around -= before.fault_around;
 	return rc;
 }
 

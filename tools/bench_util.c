@@ -272,6 +272,7 @@ int bench_counters(const ucow_region *r, struct bench_counters *out)
 	out->reuses = s.cow_reuses;
 	out->zero_fills = s.zero_fills;
 	out->coalesced = s.coalesced;
+	out->fault_around = s.fault_around;
 	return 0;
 }
 
