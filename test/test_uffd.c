@@ -7,6 +7,9 @@
 #include <CUnit/CUnit.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +164,43 @@ static void test_read_into_zero_page(void)
 	ucow_destroy(r);
 }
 
+static void *write_forever(void *arg)
+{
+	volatile char *base = arg;
+	for (size_t i = 0;; i = (i + 1) % PAGES)
+		base[i * page_size()]++;
+	return NULL;
+}
+
+/*
+ * A region destroyed while another thread keeps faulting on it: the writer
+ * gets a genuine SIGSEGV (its use after destroy), it never hangs in a fault
+ * that nobody will serve.
+ */
+static void destroy_while_faulting(void *arg)
+{
+	(void)arg;
+	for (int round = 0; round < 200; round++) {
+		/* CHECK, not CU_ASSERT: this runs in a child process. */
+		struct family f = {make_filled(PAGES, PAGES, 48), NULL};
+		CHECK(f.src != NULL);
+		CHECK((f.clone = ucow_clone(f.src)) != NULL);
+		pthread_t t;
+		CHECK(pthread_create(&t, NULL, write_forever, ucow_base(f.clone)) == 0);
+		for (int k = 0; k < 8; k++) {
+			CHECK(ucow_revert(f.clone, f.src) == 0);
+			sched_yield();
+		}
+		ucow_destroy(f.clone);
+		pthread_join(t, NULL); /* the writer's SIGSEGV ends the process */
+	}
+}
+
+static void test_destroy_while_a_fault_waits_is_sigsegv(void)
+{
+	CU_ASSERT(CHILD_SIGNALED(run_in_child(destroy_while_faulting, NULL), SIGSEGV));
+}
+
 static void test_set_backend_bad_input(void)
 {
 	CU_ASSERT_EQUAL(ucow_set_backend(NULL), -EINVAL);
@@ -223,6 +263,7 @@ void add_uffd_suite(void)
 		TEST(test_pread_into_shared_pages),
 		TEST(test_process_vm_writev_into_shared_page),
 		TEST(test_read_into_zero_page),
+		TEST(test_destroy_while_a_fault_waits_is_sigsegv),
 		TEST(test_set_backend_bad_input),
 		TEST(test_set_backend_before_first_region),
 		TEST(test_exit_with_regions_alive_is_clean),
