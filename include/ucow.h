@@ -212,6 +212,21 @@ UCOW_API int ucow_set_backend(const char *name);
  */
 UCOW_API int ucow_handle_fault(void *addr);
 
+/*
+ * When a write fault cannot be served (no memory for the copy, no mapping
+ * left), the store cannot fail back to the program, and continuing would lose
+ * the write. ucow then calls the handler set here with the faulting address
+ * and a negative errno. It runs in the fault path (a signal handler, or the
+ * uffd handler thread), so it must be async-signal-safe. It may free memory
+ * and return, and the access is retried (and may fail again); or it may leave
+ * (_exit, abort, siglongjmp under the signal backend). With no handler (NULL,
+ * the default) ucow writes one line naming the address and the cause to
+ * stderr and aborts. For tests, UCOW_FAILPOINT_FILL=N in the environment
+ * makes the next N page copies fail with ENOMEM.
+ */
+typedef void (*ucow_fault_error_fn)(void *addr, int error, void *arg);
+UCOW_API void ucow_on_fault_error(ucow_fault_error_fn fn, void *arg);
+
 /* The page size ucow works in (sysconf(_SC_PAGESIZE)). */
 UCOW_API size_t ucow_page_size(void);
 

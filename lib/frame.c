@@ -291,8 +291,22 @@ void frame_batch_flush(struct frame_batch *b)
 	b->n = 0;
 }
 
+/*
+ * A failpoint for tests of the failure path: the environment variable
+ * UCOW_FAILPOINT_FILL=N makes the next N page copies fail with ENOMEM.
+ */
+static long failpoint_fill;
+
+void frame_failpoints_init(const char *fill)
+{
+	failpoint_fill = fill ? strtol(fill, NULL, 10) : 0;
+}
+
 int frame_fill(frame_t f, const void *src, size_t len)
 {
+	if (LOAD_RELAXED(&failpoint_fill) > 0 &&
+	    __atomic_sub_fetch(&failpoint_fill, 1, __ATOMIC_RELAXED) >= 0)
+		return -ENOMEM;
 	size_t done = 0;
 	while (done < len) {
 		int n = os_pwrite(frames.memfd, (const char *)src + done,

@@ -144,6 +144,8 @@ struct frame_batch {
 };
 void frame_put_batched(frame_t f, struct frame_batch *b);
 void frame_batch_flush(struct frame_batch *b);
+/* Reads the failpoints from the environment value (see frame.c). */
+void frame_failpoints_init(const char *fill);
 /* Copies len bytes (whole pages) from readable memory into frames f, f+1... */
 int frame_fill(frame_t f, const void *src, size_t len);
 

@@ -230,12 +230,28 @@ static const char *errno_name(int err)
 	}
 }
 
+static ucow_fault_error_fn error_handler;
+static void *error_arg;
+
+void ucow_on_fault_error(ucow_fault_error_fn fn, void *arg)
+{
+	__atomic_store_n(&error_arg, arg, __ATOMIC_RELAXED);
+	__atomic_store_n(&error_handler, fn, __ATOMIC_RELEASE);
+}
+
 /*
- * A store that cannot be given a frame cannot be failed back to the program:
- * continuing would lose the write. Say why, then abort.
+ * A store that cannot be given a frame cannot be failed back to the program,
+ * and continuing would lose the write. The program's handler may free memory
+ * and return (the access is retried) or leave; without one, say why and
+ * abort.
  */
 static void fault_unserviceable(uintptr_t addr, int err)
 {
+	ucow_fault_error_fn fn = __atomic_load_n(&error_handler, __ATOMIC_ACQUIRE);
+	if (fn) {
+		fn((void *)addr, err, __atomic_load_n(&error_arg, __ATOMIC_RELAXED));
+		return;
+	}
 	os_write_error("cannot serve a copy-on-write fault", errno_name(err),
 		       addr);
 	abort();

@@ -19,6 +19,7 @@ void add_fork_suite(void);
 void add_scale_suite(void);
 void add_diff_suite(void);
 void add_uffd_suite(void);
+void add_failure_suite(void);
 
 /*
  * Scenarios that need a process where ucow was never used: main.c runs them
@@ -31,6 +32,7 @@ struct child_scenario {
 };
 extern const struct child_scenario signal_scenarios[]; /* ends with {NULL} */
 extern const struct child_scenario backend_scenarios[];
+extern const struct child_scenario failure_scenarios[];
 
 struct test_case {
 	const char *name;

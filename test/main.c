@@ -19,7 +19,8 @@
 static int run_child_scenario(const char *name)
 {
 	const struct child_scenario *lists[] = {signal_scenarios,
-						backend_scenarios};
+						backend_scenarios,
+						failure_scenarios};
 	for (size_t l = 0; l < sizeof lists / sizeof *lists; l++)
 		for (const struct child_scenario *s = lists[l]; s->name; s++)
 			if (strcmp(s->name, name) == 0)
@@ -49,6 +50,7 @@ int main(int argc, char **argv)
 	add_fork_suite();
 	add_diff_suite();
 	add_uffd_suite();
+	add_failure_suite();
 	add_scale_suite();
 
 	CU_basic_set_mode(CU_BRM_VERBOSE);
