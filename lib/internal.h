@@ -10,6 +10,7 @@
  *   snapshot.c    clone, snapshot, revert (copy_page_range's mirror)
  *   backend.c     choice of fault backend, library initialisation
  *   fault_signal.c  the SIGSEGV backend (GNU libsigsegv)
+ *   fault_uffd.c  the userfaultfd write-protect backend
  *   stats.c       counters
  *   vma.c         the mapping budget
  *   diff.c        where two regions differ
