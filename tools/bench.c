@@ -10,7 +10,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -26,8 +25,10 @@ static void usage(FILE *f)
 		"Measures ucow against the kernel, alternating them round by round, and\n"
 		"prints the median of each and the ratio ucow / alternative:\n"
 		"  1. first write to a shared page, per page, random and ascending order:\n"
-		"     ucow (a clone) vs fork() copy-on-write (in a forked child) vs a\n"
-		"     MAP_PRIVATE memfd mapping; a one-page memcpy is the floor\n"
+		"     ucow (a clone) under each fault backend, sigsegv and uffd (each in a\n"
+		"     process of its own), vs fork() copy-on-write (in a forked child) vs\n"
+		"     a MAP_PRIVATE memfd mapping (a one-page memcpy is the floor), and\n"
+		"     uffd vs sigsegv; a backend that cannot be had is shown unavailable\n"
 		"  2. snapshot of a populated region, the first and one after 1%% of the\n"
 		"     pages changed, vs fork() of a process with the same heap\n"
 		"  3. revert after 1%% of the pages changed vs a fork server's reset\n"
@@ -35,6 +36,7 @@ static void usage(FILE *f)
 		"  4. clone of a sparse region (1%% written) and its memory once 1%% of it\n"
 		"     is written vs a deep copy (memcpy)\n"
 		"  5. two threads writing disjoint pages of a clone vs one thread\n"
+		"Figures 2 to 5 run under the backend UCOW_BACKEND names (default sigsegv).\n"
 		"Progress goes to stderr. No result is checked against a target: the\n"
 		"numbers are reported as they are.\n"
 		"\n"
@@ -261,66 +263,6 @@ void bench_skip(struct bench *b, const char *fmt, ...)
 		b->skipped[b->nskipped - 1]);
 }
 
-/* ---- the machine ---- */
-
-/* The rest of the first line of `path` that starts with `key`, trimmed. */
-static void read_field(const char *path, const char *key, char *out, size_t len)
-{
-	FILE *f = fopen(path, "r");
-	char line[256];
-	size_t n = strlen(key);
-	while (f && fgets(line, sizeof(line), f)) {
-		if (strncmp(line, key, n) != 0)
-			continue;
-		const char *v = line + n;
-		while (*v == ' ' || *v == '\t' || *v == ':')
-			v++;
-		int vlen = (int)strcspn(v, "\n");
-		snprintf(out, len, "%.*s", vlen, v);
-		break;
-	}
-	if (f)
-		fclose(f);
-}
-
-/* The selected word of a sysfs setting: "always [madvise] never" gives madvise. */
-static void read_selected(const char *path, char *out, size_t len)
-{
-	char line[128] = "";
-	FILE *f = fopen(path, "r");
-	if (f && fgets(line, sizeof(line), f)) {
-		char *open = strchr(line, '['), *close = open ? strchr(open, ']') : NULL;
-		if (close) {
-			*close = '\0';
-			snprintf(out, len, "%s", open + 1);
-		}
-	}
-	if (f)
-		fclose(f);
-}
-
-void bench_machine(struct bench_machine *m)
-{
-	memset(m, 0, sizeof(*m));
-	snprintf(m->cpu, sizeof(m->cpu), "unknown CPU");
-	read_field("/proc/cpuinfo", "model name", m->cpu, sizeof(m->cpu));
-	m->cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	m->mem_bytes = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-	struct utsname u;
-	if (uname(&u) == 0)
-		snprintf(m->kernel, sizeof(m->kernel), "%.40s %.100s", u.sysname, u.release);
-	snprintf(m->thp, sizeof(m->thp), "unknown");
-	read_selected("/sys/kernel/mm/transparent_hugepage/enabled", m->thp, sizeof(m->thp));
-	char buf[32] = "-1";
-	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-	if (f && fgets(buf, sizeof(buf), f))
-		m->max_map_count = atol(buf);
-	else
-		m->max_map_count = -1;
-	if (f)
-		fclose(f);
-}
-
 /* ---- the run ---- */
 
 /*
@@ -374,8 +316,9 @@ static int report(struct bench *b)
 
 static int start(struct bench *b)
 {
-	/* Before any call into ucow: the helper must not inherit its fork handlers. */
-	if (kern_start(b))
+	/* Before any call into ucow: the helpers must not inherit its fork
+	 * handlers, and figure 1's must still be free to choose a backend. */
+	if (kern_start(b) || (bench_wants(b, 1) && be_start(b)))
 		return 1;
 	if (!ucow_backend())
 		return bench_lib_error("ucow_backend", errno);
@@ -403,6 +346,7 @@ int cmd_bench(int argc, char **argv)
 	rc = start(&b);
 	if (!rc)
 		rc = run(&b);
+	be_stop(&b);
 	kern_stop(&b);
 	/* After a failure, what was measured until then. */
 	if ((b.nrows || !rc) && report(&b))

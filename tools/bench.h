@@ -1,13 +1,15 @@
 /*
  * Shared pieces of `ucow bench`: the results table, the run's settings and
  * the helpers every figure uses. One figure family per file:
- *   bench.c           options, plan, progress, machine description
+ *   bench.c           options, plan, progress
  *   bench_util.c      statistics, page orders, page touching, ucow helpers
- *   bench_kernel.c    the kernel side: a fork server process with a plain heap
+ *   bench_kernel.c    the kernel side: a fork server process with a plain heap;
+ *                     the request/reply plumbing of such helper processes
+ *   bench_backend.c   one helper process per fault backend (figure 1)
  *   bench_fault.c     1. first write to a shared page; 5. two threads
  *   bench_snapshot.c  2. snapshot vs fork(); 3. revert vs fork()+exit+wait
  *   bench_sparse.c    4. clone of a sparse region vs a deep copy
- *   bench_report.c    the table and the JSON
+ *   bench_report.c    the table and the JSON, the machine description
  *   bench_plot.c      the SVG plot
  */
 #ifndef UCOW_BENCH_H
@@ -26,6 +28,8 @@
 #define BENCH_MAX_ROUNDS 1000
 #define BENCH_FIGURES 5
 #define BENCH_MAX_THREADS 8
+#define BENCH_BACKENDS 2        /* sigsegv (the reference) and uffd */
+#define BENCH_WHY_LEN 200
 
 /* How a row's values read: the JSON gives seconds, bytes or pages per second. */
 enum bench_unit {
@@ -57,6 +61,17 @@ struct bench_row {
 	unsigned nalt;
 	bool has_counters;
 	struct bench_counters counters; /* ucow's write faults, last round */
+	char backend[16];       /* set where ucow ran under a backend of its own */
+	char unavailable[BENCH_WHY_LEN]; /* set: the backend could not be had, why */
+};
+
+/* A helper process that measures ucow under one backend (bench_backend.c). */
+struct bench_backend {
+	const char *name;
+	pid_t pid;
+	int fd;                 /* socket to it */
+	bool available;         /* its region could be created */
+	char why[BENCH_WHY_LEN]; /* if not, the reason */
 };
 
 struct bench {
@@ -84,6 +99,9 @@ struct bench {
 	/* the kernel side (bench_kernel.c) */
 	pid_t helper;
 	int to_helper;          /* socket to it */
+
+	/* figure 1's backends, [0] the signal backend (bench_backend.c) */
+	struct bench_backend backend[BENCH_BACKENDS];
 };
 
 static inline bool bench_wants(const struct bench *b, int figure)
@@ -147,7 +165,20 @@ int bench_fits(struct bench *b, double need, const char *what);
 /* "64 MiB", "1 GiB": sizes in the table and in progress lines. */
 const char *bench_fmt_size(char buf[32], size_t size);
 
-/* ---- bench_kernel.c: the kernel side, a process without ucow regions ---- */
+/* ---- bench_kernel.c: helper processes, and the kernel side ---- */
+
+/*
+ * Forks a helper process that runs serve(fd, arg) on its end of a new
+ * socketpair and exits; the parent keeps the other end in *fd. The child
+ * closes the ends of the helpers started before it. 0, or 1 with a message.
+ */
+int bench_spawn(struct bench *b, void (*serve)(int fd, void *arg), void *arg,
+		pid_t *pid, int *fd);
+/* Sends (out) or receives all of len bytes; -1 on error or end of file. */
+int bench_io(int fd, void *buf, size_t len, bool out);
+/* Waits for a child: 0 if it exited with status 0, else an errno value. */
+int bench_wait(pid_t pid);
+
 
 int kern_start(struct bench *b);
 void kern_stop(struct bench *b);
@@ -168,6 +199,23 @@ int kern_fork_cow(struct bench *b, bool random, unsigned nthreads, uint64_t seed
 /* fork() + the child writes `count` random pages and exits + waitpid, timed. */
 int kern_fork_server(struct bench *b, size_t count, uint64_t seed, double *secs);
 
+/* ---- bench_backend.c: ucow under each backend, in processes of its own ---- */
+
+/*
+ * Forks one process per backend. Call before the first call into ucow (other
+ * than ucow_page_size), so that each child still may choose its backend.
+ */
+int be_start(struct bench *b);
+void be_stop(struct bench *b);
+/*
+ * Each process creates and populates a region of `size` bytes. A backend
+ * that cannot be had is marked unavailable (with the reason), not an error.
+ */
+int be_setup(struct bench *b, size_t size);
+/* Writes one byte to every page of a new clone, in random or ascending order. */
+int be_round(struct bench *b, unsigned k, bool random, double *secs,
+	     struct bench_counters *c);
+
 /* ---- the figures ---- */
 
 int bench_fault(struct bench *b);    /* figures 1 and 5 */
@@ -184,7 +232,7 @@ void bench_print_table(const struct bench *b, FILE *f);
 void bench_print_json(const struct bench *b, FILE *f);
 int bench_write_plot(const struct bench *b, const char *path);
 
-/* Machine description for the table header and the JSON (bench.c). */
+/* Machine description for the table header and the JSON (bench_report.c). */
 struct bench_machine {
 	char cpu[96];
 	long cpus;

@@ -4,8 +4,9 @@
  * the first call into ucow, so that neither its fork()s nor its children pay
  * for ucow: no fork handlers registered, no region mappings to copy.
  *
- * The protocol is one fixed-size request and one reply at a time over a
- * socketpair (both ends are this same binary).
+ * The protocol, here and in bench_backend.c's helpers, is one fixed-size
+ * request and one reply at a time over a socketpair (both ends are this same
+ * binary).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +40,7 @@ struct heap {
 	size_t size, pages, page;
 };
 
-static int full_io(int fd, void *buf, size_t len, bool out)
+int bench_io(int fd, void *buf, size_t len, bool out)
 {
 	char *p = buf;
 	while (len) {
@@ -77,7 +78,7 @@ static int heap_alloc(struct heap *h, size_t size)
 	return 0;
 }
 
-static int wait_child(pid_t pid)
+int bench_wait(pid_t pid)
 {
 	int status;
 	while (waitpid(pid, &status, 0) < 0)
@@ -93,7 +94,7 @@ static int serve_fork_time(double *secs)
 	if (pid == 0)
 		_exit(0);
 	*secs = cli_now() - t0;
-	return pid < 0 ? errno : wait_child(pid);
+	return pid < 0 ? errno : bench_wait(pid);
 }
 
 static int serve_write(struct heap *h, size_t count, uint64_t seed)
@@ -126,7 +127,7 @@ static int serve_fork_cow(struct heap *h, const struct kern_req *q, double *secs
 	if (!err && read(fd[0], secs, sizeof(*secs)) != sizeof(*secs))
 		err = EIO;
 	close(fd[0]);
-	if (pid > 0 && wait_child(pid) && !err)
+	if (pid > 0 && bench_wait(pid) && !err)
 		err = ECHILD;
 	free(order);
 	return err;
@@ -144,7 +145,7 @@ static int serve_fork_server(struct heap *h, size_t count, uint64_t seed, double
 		bench_touch(h->base, h->page, pages, count);
 		_exit(0);
 	}
-	int err = pid < 0 ? errno : wait_child(pid);
+	int err = pid < 0 ? errno : bench_wait(pid);
 	*secs = cli_now() - t0;
 	free(pages);
 	return err;
@@ -171,14 +172,14 @@ static int serve(struct heap *h, const struct kern_req *q, double *secs)
 	}
 }
 
-static void helper_main(int fd, size_t page)
+static void helper_main(int fd, void *page)
 {
-	struct heap h = { .page = page };
+	struct heap h = { .page = *(const size_t *)page };
 	struct kern_req q;
-	while (full_io(fd, &q, sizeof(q), false) == 0 && q.op != K_QUIT) {
+	while (bench_io(fd, &q, sizeof(q), false) == 0 && q.op != K_QUIT) {
 		struct kern_rep r = { 0, 0.0 };
 		r.err = serve(&h, &q, &r.secs);
-		if (full_io(fd, &r, sizeof(r), true) < 0)
+		if (bench_io(fd, &r, sizeof(r), true) < 0)
 			break;
 	}
 	_exit(0);
@@ -186,7 +187,18 @@ static void helper_main(int fd, size_t page)
 
 /* ---- the bench side ---- */
 
-int kern_start(struct bench *b)
+/* The ends the parent holds of the helpers started before this one. */
+static void close_inherited(const struct bench *b)
+{
+	if (b->helper > 0)
+		close(b->to_helper);
+	for (unsigned k = 0; k < BENCH_BACKENDS; k++)
+		if (b->backend[k].pid > 0)
+			close(b->backend[k].fd);
+}
+
+int bench_spawn(struct bench *b, void (*serve)(int fd, void *arg), void *arg,
+		pid_t *pid, int *fd)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -194,21 +206,28 @@ int kern_start(struct bench *b)
 		return 1;
 	}
 	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0) {
+	pid_t child = fork();
+	if (child < 0) {
 		perror("ucow bench: fork");
 		close(sv[0]);
 		close(sv[1]);
 		return 1;
 	}
-	if (pid == 0) {
+	if (child == 0) {
 		close(sv[0]);
-		helper_main(sv[1], b->page);
+		close_inherited(b);
+		serve(sv[1], arg);
+		_exit(0);
 	}
 	close(sv[1]);
-	b->helper = pid;
-	b->to_helper = sv[0];
+	*pid = child;
+	*fd = sv[0];
 	return 0;
+}
+
+int kern_start(struct bench *b)
+{
+	return bench_spawn(b, helper_main, &b->page, &b->helper, &b->to_helper);
 }
 
 void kern_stop(struct bench *b)
@@ -216,17 +235,17 @@ void kern_stop(struct bench *b)
 	if (b->helper <= 0)
 		return;
 	struct kern_req q = { .op = K_QUIT };
-	full_io(b->to_helper, &q, sizeof(q), true);
+	bench_io(b->to_helper, &q, sizeof(q), true);
 	close(b->to_helper);
-	wait_child(b->helper);
+	bench_wait(b->helper);
 	b->helper = 0;
 }
 
 static int kern_call(struct bench *b, const struct kern_req *q, double *secs)
 {
 	struct kern_rep r;
-	if (full_io(b->to_helper, (void *)q, sizeof(*q), true) < 0 ||
-	    full_io(b->to_helper, &r, sizeof(r), false) < 0) {
+	if (bench_io(b->to_helper, (void *)q, sizeof(*q), true) < 0 ||
+	    bench_io(b->to_helper, &r, sizeof(r), false) < 0) {
 		fprintf(stderr, "ucow bench: the fork() helper process died "
 				"(out of memory?)\n");
 		return 1;

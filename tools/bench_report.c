@@ -1,12 +1,15 @@
 /*
  * ucow bench: the results as an aligned table (for people) or as JSON (for
  * machines). Both show the medians and the ratio ucow / alternative; the
- * JSON adds every round's sample.
+ * JSON adds every round's sample. Both begin with the machine's description.
  */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "cli.h"
@@ -19,7 +22,7 @@
 
 static const char *const figure_title[BENCH_FIGURES + 1] = {
 	NULL,
-	"first write to a shared page: cost per page",
+	"first write to a shared page: cost per page, under each fault backend",
 	"snapshot of a populated region vs fork() of a process with the same heap",
 	"revert after 1% of the pages changed vs a fork server's reset",
 	"copy of a sparse region (1% written, in runs of 16 pages) vs a deep copy",
@@ -37,6 +40,66 @@ static double ratio(const struct bench_row *row, unsigned k)
 {
 	double u = bench_median(&row->ucow), a = bench_median(&row->alt[k]);
 	return u >= 0 && a > 0 ? u / a : NAN;
+}
+
+/* ---- the machine ---- */
+
+/* The rest of the first line of `path` that starts with `key`, trimmed. */
+static void read_field(const char *path, const char *key, char *out, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	char line[256];
+	size_t n = strlen(key);
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, key, n) != 0)
+			continue;
+		const char *v = line + n;
+		while (*v == ' ' || *v == '\t' || *v == ':')
+			v++;
+		int vlen = (int)strcspn(v, "\n");
+		snprintf(out, len, "%.*s", vlen, v);
+		break;
+	}
+	if (f)
+		fclose(f);
+}
+
+/* The selected word of a sysfs setting: "always [madvise] never" gives madvise. */
+static void read_selected(const char *path, char *out, size_t len)
+{
+	char line[128] = "";
+	FILE *f = fopen(path, "r");
+	if (f && fgets(line, sizeof(line), f)) {
+		char *open = strchr(line, '['), *close = open ? strchr(open, ']') : NULL;
+		if (close) {
+			*close = '\0';
+			snprintf(out, len, "%s", open + 1);
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+void bench_machine(struct bench_machine *m)
+{
+	memset(m, 0, sizeof(*m));
+	snprintf(m->cpu, sizeof(m->cpu), "unknown CPU");
+	read_field("/proc/cpuinfo", "model name", m->cpu, sizeof(m->cpu));
+	m->cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	m->mem_bytes = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+	struct utsname u;
+	if (uname(&u) == 0)
+		snprintf(m->kernel, sizeof(m->kernel), "%.40s %.100s", u.sysname, u.release);
+	snprintf(m->thp, sizeof(m->thp), "unknown");
+	read_selected("/sys/kernel/mm/transparent_hugepage/enabled", m->thp, sizeof(m->thp));
+	char buf[32] = "-1";
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	if (f && fgets(buf, sizeof(buf), f))
+		m->max_map_count = atol(buf);
+	else
+		m->max_map_count = -1;
+	if (f)
+		fclose(f);
 }
 
 /* ---- the table ---- */
@@ -70,15 +133,23 @@ static const char *fmt_ratio(char buf[32], double r)
 	return buf;
 }
 
+static bool any_row(const struct bench *b, int figure)
+{
+	for (size_t i = 0; i < b->nrows; i++)
+		if (b->rows[i].figure == figure)
+			return true;
+	return false;
+}
+
 static void print_header(const struct bench *b, FILE *f)
 {
 	struct bench_machine m;
 	bench_machine(&m);
 	char mem[CLI_BYTES_LEN];
-	fprintf(f, "ucow bench %s: backend %s, page %zu B, median of %u round%s, seed %llu\n",
-		BENCH_VERSION, ucow_backend() ? ucow_backend() : "?", b->page, b->rounds,
-		b->rounds == 1 ? "" : "s",
-		(unsigned long long)b->seed);
+	fprintf(f, "ucow bench %s: backend %s%s, page %zu B, median of %u round%s, seed %llu\n",
+		BENCH_VERSION, ucow_backend() ? ucow_backend() : "?",
+		any_row(b, 1) ? " (figure 1: each backend)" : "", b->page, b->rounds,
+		b->rounds == 1 ? "" : "s", (unsigned long long)b->seed);
 	fprintf(f, "machine: %s, %ld CPUs, %s RAM, %s, THP %s, vm.max_map_count %ld\n",
 		m.cpu, m.cpus, cli_fmt_bytes(mem, m.mem_bytes), m.kernel, m.thp,
 		m.max_map_count);
@@ -89,6 +160,11 @@ static void print_header(const struct bench *b, FILE *f)
 static void print_row(const struct bench_row *row, FILE *f)
 {
 	char size[32], u[32], a[32], r[32], c[64] = "";
+	if (row->unavailable[0]) {
+		fprintf(f, "%-28s %-8s unavailable: %s\n", row->measure,
+			bench_fmt_size(size, row->size), row->unavailable);
+		return;
+	}
 	if (row->has_counters)
 		snprintf(c, sizeof(c), "%llu/%llu/%llu/%llu/%llu",
 			 (unsigned long long)row->counters.copies,
@@ -101,14 +177,6 @@ static void print_row(const struct bench_row *row, FILE *f)
 			k ? "" : fmt_value(u, row->unit, bench_median(&row->ucow)), row->alt[k].name,
 			fmt_value(a, row->unit, bench_median(&row->alt[k])),
 			fmt_ratio(r, ratio(row, k)), k ? "" : c);
-}
-
-static bool any_row(const struct bench *b, int figure)
-{
-	for (size_t i = 0; i < b->nrows; i++)
-		if (b->rows[i].figure == figure)
-			return true;
-	return false;
 }
 
 static bool any_counters(const struct bench *b, int figure)
@@ -136,6 +204,11 @@ static void print_legend(FILE *f)
 		"  waitpid untimed); figures 1 and 5 time the child's own writes; figure 3\n"
 		"  times fork() to the end of waitpid(), the child's writes and exit included.\n"
 		"  ucow's 'write 1%% + revert' row is the same cycle on ucow's side.\n"
+		"Figure 1 runs ucow under each fault backend (sigsegv, uffd) in a process of\n"
+		"  its own, forked before ucow started; the backend named on top is the one\n"
+		"  of figures 2 to 5. Each round runs both backends (which goes first\n"
+		"  alternates), then fork(), MAP_PRIVATE and memcpy. A uffd row's first ratio\n"
+		"  is uffd / sigsegv: the uffd backend's target is at most 3 for random writes.\n"
 		"Figure 2 snapshots a new region each round; 1%% = pages chosen at random.\n");
 }
 
@@ -201,11 +274,20 @@ static void json_row(FILE *f, const struct bench_row *row)
 {
 	fprintf(f, "    {\"figure\": %d, \"measure\": ", row->figure);
 	json_str(f, row->measure);
+	if (row->backend[0]) {
+		fprintf(f, ", \"backend\": ");
+		json_str(f, row->backend);
+	}
 	fprintf(f, ", \"size\": %zu, \"unit\": \"%s\", \"higher_is_better\": %s,\n",
 		row->size, unit_json[row->unit], row->unit == UNIT_RATE ? "true" : "false");
 	fprintf(f, "     \"ucow\": {");
 	json_series(f, &row->ucow);
 	fprintf(f, "},\n");
+	if (row->unavailable[0]) {
+		fprintf(f, "     \"unavailable\": ");
+		json_str(f, row->unavailable);
+		fprintf(f, ",\n");
+	}
 	if (row->has_counters)
 		fprintf(f, "     \"ucow_faults\": {\"cow_copies\": %llu, \"cow_reuses\": %llu, "
 			   "\"zero_fills\": %llu, \"coalesced\": %llu, \"fault_around\": %llu},\n",
