@@ -123,6 +123,21 @@ static void serve(const struct uffd_msg *msg, size_t n)
 	}
 }
 
+/* Reads and serves what is queued; false when nothing was. */
+static bool serve_pending(struct uffd_msg *msg)
+{
+	ssize_t got = read(uffd, msg, UFFD_BATCH * sizeof *msg);
+	if (got <= 0)
+		return false;
+	serve(msg, (size_t)got / sizeof *msg);
+	return true;
+}
+
+/*
+ * Stopping (no region left) drains the queue first: a writer still waiting
+ * on a destroyed region is woken, retries, and gets its SIGSEGV instead of
+ * waiting for ever.
+ */
 static void *handler_main(void *arg)
 {
 	UNUSED(arg);
@@ -132,11 +147,12 @@ static void *handler_main(void *arg)
 	for (;;) {
 		if (poll(fds, 2, -1) < 0)
 			continue;
-		if (fds[1].revents)
+		if (fds[1].revents) {
+			while (serve_pending(msg))
+				;
 			return NULL;
-		ssize_t got = read(uffd, msg, sizeof msg);
-		if (got > 0)
-			serve(msg, (size_t)got / sizeof *msg);
+		}
+		serve_pending(msg);
 	}
 }
 

@@ -47,14 +47,15 @@ static int copy_failure_aborts_by_default(void)
 	return 3;
 }
 
-static void *volatile seen_addr;
-static volatile int seen_error, seen_calls;
+/* Atomics: under uffd the handler runs on ucow's handler thread. */
+static void *seen_addr;
+static int seen_error, seen_calls;
 
 static void record_error(void *addr, int error, void *arg)
 {
-	seen_addr = addr;
-	seen_error = error;
-	seen_calls += *(int *)arg;
+	__atomic_store_n(&seen_addr, addr, __ATOMIC_RELAXED);
+	__atomic_store_n(&seen_error, error, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&seen_calls, *(int *)arg, __ATOMIC_RELEASE);
 }
 
 static int copy_failure_calls_the_handler(void)
@@ -65,10 +66,10 @@ static int copy_failure_calls_the_handler(void)
 	ucow_region *src, *clone = clone_of_filled(&src);
 	char *target = page_of(clone, 2) + 5;
 	*target = 42; /* fails once, the handler returns, the retry works */
-	CHECK(seen_calls == 1);
-	CHECK(seen_error == -ENOMEM);
-	CHECK((char *)seen_addr >= page_of(clone, 2) &&
-	      (char *)seen_addr < page_of(clone, 3));
+	CHECK(__atomic_load_n(&seen_calls, __ATOMIC_ACQUIRE) == 1);
+	CHECK(__atomic_load_n(&seen_error, __ATOMIC_RELAXED) == -ENOMEM);
+	char *addr = __atomic_load_n(&seen_addr, __ATOMIC_RELAXED);
+	CHECK(addr >= page_of(clone, 2) && addr < page_of(clone, 3));
 	CHECK(*target == 42);
 	CHECK(pages_match(ucow_base(src), 0, PAGES, 61));
 	CHECK(stats_of(clone).cow_copies == 1);
