@@ -5,15 +5,24 @@
 #   make bench           run `ucow bench $(BENCH_ARGS)' (e.g. BENCH_ARGS=--quick)
 #   make install PREFIX=/dir
 #   make check-asan | check-tsan | check-valgrind
+#   make soak            random operations against a model for minutes
+#   make fuzz            libFuzzer on the same model for a bounded time
 #   make clean | distclean
 PREFIX ?= /usr/local
 CONFIGURE_FLAGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
+SOAK_SECONDS ?= 300
+SOAK_SEED ?=
+SOAK_BACKENDS ?= sigsegv uffd
+FUZZ_SECONDS ?= 120
+FUZZ_BACKENDS ?= sigsegv uffd
 
 DEPS_PKGS = libsigsegv-dev libcunit1-dev libhwloc-dev autoconf automake libtool pkg-config gcc make
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 TSAN_FLAGS = -O1 -g -fsanitize=thread
+FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+FUZZ_LDFLAGS = -fsanitize=address,undefined
 # gcc's ThreadSanitizer needs libtsan; fall back to clang if it cannot link.
 TSAN_CC = $(shell echo 'int main(void){return 0;}' | $(CC) -fsanitize=thread -x c -o /dev/null - 2>/dev/null && echo '$(CC)' || echo clang)
 # gcc 12's tsan cannot map its shadow with high ASLR entropy (vm.mmap_rnd_bits
@@ -68,13 +77,39 @@ check-valgrind: all
 	UCOW_TEST_SANITIZER=valgrind $(MAKE) -C build check \
 	  UCOW_TEST_WRAPPER='$$(LIBTOOL) --mode=execute $(VALGRIND)'
 
+# The model of test/model.h under ASan+UBSan, so that a memory error shows
+# as well as a wrong byte. Each backend gets SOAK_SECONDS; a failure prints
+# the seed that reproduces it (SOAK_SEED=N).
+soak: build-asan/config.status
+	$(MAKE) -C build-asan test/ucow_soak
+	for b in $(SOAK_BACKENDS); do \
+	  ASAN_OPTIONS="handle_segv=0$${ASAN_OPTIONS:+:$$ASAN_OPTIONS}" UCOW_BACKEND=$$b \
+	    build-asan/test/ucow_soak --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) || exit 1; \
+	done
+
+# libFuzzer (clang) drives the same model from its input, FUZZ_SECONDS per
+# backend, starting from test/fuzz/corpus. A crash input is saved into
+# test/fuzz/regressions/, which make check replays: it stays a test.
+# ucow owns SIGSEGV, so neither libFuzzer nor ASan may take it.
+fuzz: DEPS_PKGS += clang libclang-rt-dev
+fuzz: build-fuzz/config.status
+	$(MAKE) -C build-fuzz test/fuzz/ucow_fuzz UCOW_FUZZ_LDFLAGS=-fsanitize=fuzzer
+	mkdir -p build-fuzz/corpus
+	for b in $(FUZZ_BACKENDS); do \
+	  echo "=== make fuzz: UCOW_BACKEND=$$b for $(FUZZ_SECONDS) s"; \
+	  ASAN_OPTIONS="handle_segv=0$${ASAN_OPTIONS:+:$$ASAN_OPTIONS}" UCOW_BACKEND=$$b \
+	    build-fuzz/test/fuzz/ucow_fuzz -handle_segv=0 -max_total_time=$(FUZZ_SECONDS) \
+	    -print_final_stats=1 -artifact_prefix=$(CURDIR)/test/fuzz/regressions/ \
+	    build-fuzz/corpus test/fuzz/corpus || exit 1; \
+	done
+
 clean:
-	for d in build build-asan build-tsan; do \
+	for d in build build-asan build-tsan build-fuzz; do \
 	  if [ -f $$d/Makefile ]; then $(MAKE) -C $$d clean || exit 1; fi; \
 	done
 
 distclean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
 
 # Installs what is missing as root, otherwise says what to run.
 deps:
@@ -114,7 +149,10 @@ build/config.status: configure | deps
 build-asan/config.status: configure | deps
 	$(call reconfigure,build-asan,$(CONFIGURE_FLAGS) CFLAGS='$(ASAN_FLAGS)' LDFLAGS='$(ASAN_FLAGS)')
 
+build-fuzz/config.status: configure | deps
+	$(call reconfigure,build-fuzz,$(CONFIGURE_FLAGS) CC=clang CFLAGS='$(FUZZ_FLAGS)' LDFLAGS='$(FUZZ_LDFLAGS)')
+
 build-tsan/config.status: configure | deps
 	$(call reconfigure,build-tsan,$(CONFIGURE_FLAGS) CC='$(TSAN_CC)' CFLAGS='$(TSAN_FLAGS)' LDFLAGS='$(TSAN_FLAGS)')
 
-.PHONY: all check demo bench install check-asan check-tsan check-valgrind clean distclean deps
+.PHONY: all check demo bench install check-asan check-tsan check-valgrind soak fuzz clean distclean deps

@@ -19,6 +19,7 @@ void add_fork_suite(void);
 void add_scale_suite(void);
 void add_diff_suite(void);
 void add_uffd_suite(void);
+void add_model_suite(void);
 void add_failure_suite(void);
 
 /*

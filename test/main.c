@@ -50,6 +50,7 @@ int main(int argc, char **argv)
 	add_fork_suite();
 	add_diff_suite();
 	add_uffd_suite();
+	add_model_suite();
 	add_failure_suite();
 	add_scale_suite();
 
