@@ -77,11 +77,33 @@ UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
 
 /*
  * Makes the content of `dst` equal to that of `src`, by sharing src's frames
- * (no data is copied). Cost grows with the pages that differ.
+ * (no data is copied): dst's own copies of the pages that differ are given
+ * back, and its next write to any of them copies again. Cost grows with the
+ * pages that differ (one remap per run of them).
+ * Threads must not write `dst` during the call (their writes may be lost);
+ * `src` may be read and written: dst takes its content as of the call.
  * Returns 0; -EINVAL (NULL handle, or sizes differ), -EBADF, -ECHILD,
- * -EPERM (dst is a snapshot), -ENOMEM. Reverting a region to itself is 0.
+ * -EPERM (dst is a snapshot), -ENOMEM (dst may then be partly reverted).
+ * Reverting a region to itself is 0.
  */
 UCOW_API int ucow_revert(ucow_region *dst, const ucow_region *src);
+
+/*
+ * As ucow_revert(), but the pages that differ and that `dst` owns alone (it
+ * wrote them since it last shared them) take src's bytes where they are, by
+ * memcpy: no system call, and a page that was writable stays writable, so
+ * writing it again costs no fault. Only pages dst shares are remapped to
+ * src's frames. For loops that revert and dirty the same pages again
+ * (fuzzing, speculation): each cycle costs a copy of those pages, not a
+ * remap and a fault each.
+ * The pages stay dst's own: memory stays as it was, the next in-place revert
+ * copies them again even if they were not written since (cost grows with
+ * the pages dst owns, not with those written since the last revert; a
+ * ucow_revert() shares them again), and ucow_diff() reports them against src
+ * (their frames differ) although the bytes are equal.
+ * Same arguments, rules and errors as ucow_revert().
+ */
+UCOW_API int ucow_revert_in_place(ucow_region *dst, const ucow_region *src);
 
 /*
  * Destroys a region. Other copies keep their content; frames that no copy

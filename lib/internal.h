@@ -7,7 +7,8 @@
  *   pgtable.c     a region's page table (one pte per page)
  *   region.c      region slots, address lookup, create/destroy, fork
  *   memory.c      the write fault: do_wp_page, wp_page_copy, wp_page_reuse
- *   snapshot.c    clone, snapshot, revert (copy_page_range's mirror)
+ *   snapshot.c    clone and snapshot (copy_page_range's mirror)
+ *   revert.c      revert: a region takes another's content
  *   backend.c     choice of fault backend, library initialisation
  *   fault_signal.c  the SIGSEGV backend (GNU libsigsegv)
  *   fault_uffd.c  the userfaultfd write-protect backend
@@ -297,6 +298,33 @@ bool vma_over_budget(long delta);
 void vma_account(ucow_region *r, long delta);
 /* Recomputes r's estimate from its page table (no fault may run on r). */
 void vma_recount(ucow_region *r);
+
+/* ---- snapshot.c: shared with revert.c (global lock held) ---------------- */
+
+/* A run of pages to map with one system call: frames f0, f0+1, ... or zeros. */
+struct map_run {
+	ucow_region *r;
+	size_t start, n;
+	frame_t f0;
+	int err;
+	size_t mapped; /* pages mapped by the runs flushed so far */
+};
+void run_flush(struct map_run *run);
+/* Adds page i, to be mapped read-only from frame f (or zeros). */
+void run_add(struct map_run *run, size_t i, frame_t f);
+/*
+ * Write-protects the pages of r made writable since the last call, so that
+ * the next write to any of them faults. Costs what changed, not the size.
+ * The caller holds r.
+ */
+int region_wrprotect(ucow_region *r);
+/*
+ * The source's frames are about to be shared: it needs a new home, since its
+ * current one may now hold frames that other regions map. Prepare before
+ * holding anything (it may allocate); commit once the frames are shared.
+ */
+int rehome_prepare(const ucow_region *src, frame_t *home);
+void rehome_commit(ucow_region *src, frame_t home);
 
 /* ---- memory.c ----------------------------------------------------------- */
 

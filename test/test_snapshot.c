@@ -187,6 +187,100 @@ static void test_revert_with_nothing_different_changes_nothing(void)
 	ucow_destroy(src);
 }
 
+static void test_revert_in_place_restores_every_byte(void)
+{
+	size_t frames = global_stats().frames;
+	ucow_region *src = make_filled(PAGES, WRITTEN, 30);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	fill_pages(ucow_base(src), 0, PAGES, 31);
+
+	CU_ASSERT_EQUAL(ucow_revert_in_place(src, snap), 0);
+
+	CU_ASSERT(pages_match(ucow_base(src), 0, WRITTEN, 30));
+	CU_ASSERT(is_zero(page_of(src, WRITTEN), (PAGES - WRITTEN) * page_size()));
+	/* src kept the frames it owned: memory is what it was. */
+	CU_ASSERT_EQUAL(global_stats().frames, frames + WRITTEN + PAGES);
+	struct ucow_stats s = stats_of(src);
+	CU_ASSERT_EQUAL(s.private_pages, PAGES);
+	CU_ASSERT_EQUAL(s.writable_pages, PAGES);
+	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 30));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+static void test_revert_in_place_then_writing_costs_no_fault(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 32);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	fill_pages(ucow_base(src), 0, PAGES, 33);
+	CU_ASSERT_EQUAL_FATAL(ucow_revert_in_place(src, snap), 0);
+	struct ucow_stats before = stats_of(src);
+	uint64_t faults = global_stats().faults;
+
+	fill_pages(ucow_base(src), 0, PAGES, 34);
+
+	struct ucow_stats after = stats_of(src);
+	CU_ASSERT(stats_equal(&before, &after));
+	CU_ASSERT_EQUAL(global_stats().faults, faults);
+	CU_ASSERT(pages_match(ucow_base(src), 0, PAGES, 34));
+	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 32));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+/* Page 0 is src's own, page 1 is shared with a later snapshot. */
+static void test_revert_in_place_remaps_the_pages_it_shares(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 35);
+	ucow_region *old = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(old);
+	fill_pages(ucow_base(src), 0, 2, 36);
+	ucow_region *later = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(later);
+	fill_pages(ucow_base(src), 0, 1, 37);
+
+	CU_ASSERT_EQUAL(ucow_revert_in_place(src, old), 0);
+
+	CU_ASSERT(pages_match(ucow_base(src), 0, WRITTEN, 35));
+	struct ucow_stats s = stats_of(src);
+	CU_ASSERT_EQUAL(s.private_pages, 1);
+	CU_ASSERT_EQUAL(s.writable_pages, 1);
+	CU_ASSERT_EQUAL(s.shared_pages, WRITTEN - 1);
+	CU_ASSERT(pages_match(ucow_base(later), 0, 2, 36));
+	CU_ASSERT(pages_match(ucow_base(later), 2, WRITTEN - 2, 35));
+	ucow_destroy(later);
+	ucow_destroy(old);
+	ucow_destroy(src);
+}
+
+/* A page src owns alone but read-only (its clone is gone) takes the bytes
+ * through the frame store and stays read-only: its next write reuses it. */
+static void test_revert_in_place_into_an_owned_read_only_page(void)
+{
+	ucow_region *src = make_filled(PAGES, WRITTEN, 38);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	fill_pages(ucow_base(src), 0, 1, 39);
+	ucow_destroy(ucow_clone(src));
+	CU_ASSERT_EQUAL(stats_of(src).private_pages, 1);
+	CU_ASSERT_EQUAL(stats_of(src).writable_pages, 0);
+
+	CU_ASSERT_EQUAL(ucow_revert_in_place(src, snap), 0);
+
+	CU_ASSERT(pages_match(ucow_base(src), 0, WRITTEN, 38));
+	struct ucow_stats s = stats_of(src);
+	CU_ASSERT_EQUAL(s.private_pages, 1);
+	CU_ASSERT_EQUAL(s.writable_pages, 0);
+	fill_pages(ucow_base(src), 0, 1, 40);
+	CU_ASSERT_EQUAL(stats_of(src).cow_reuses, s.cow_reuses + 1);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, s.cow_copies);
+	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 38));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
 static void test_destroy_snapshot_before_source(void)
 {
 	ucow_region *src = make_filled(PAGES, WRITTEN, 18);
@@ -225,6 +319,10 @@ void add_snapshot_suite(void)
 		TEST(test_revert_shares_the_source_pages),
 		TEST(test_revert_to_a_clone),
 		TEST(test_revert_with_nothing_different_changes_nothing),
+		TEST(test_revert_in_place_restores_every_byte),
+		TEST(test_revert_in_place_then_writing_costs_no_fault),
+		TEST(test_revert_in_place_remaps_the_pages_it_shares),
+		TEST(test_revert_in_place_into_an_owned_read_only_page),
 		TEST(test_destroy_snapshot_before_source),
 		TEST(test_destroy_source_before_snapshot),
 		{ NULL, NULL },

@@ -30,6 +30,7 @@ static const struct line lines[] = {
 	{ 2, &bench_m_snap_first, 0, "fork() (parent, until it returns)", "#d62728", "" },
 	{ 3, &bench_m_revert, -1, "ucow revert after 1% changed", "#2ca02c", "" },
 	{ 3, &bench_m_cycle, -1, "ucow write 1% + revert", "#2ca02c", "6,4" },
+	{ 3, &bench_m_revert_in_place, -1, "ucow revert in place, same 1% each time", "#9467bd", "" },
 	{ 3, &bench_m_revert, 0, "fork()+exit+wait, child writes 1%", "#ff7f0e", "" },
 };
 #define NLINES (sizeof(lines) / sizeof(lines[0]))

@@ -155,13 +155,13 @@ static void print_header(const struct bench *b, FILE *f)
 		m.max_map_count);
 }
 
-#define ROW_FMT "%-28s %-8s %-14s %-34s %-14s %8s  %s\n"
+#define ROW_FMT "%-33s %-8s %-14s %-34s %-14s %8s  %s\n"
 
 static void print_row(const struct bench_row *row, FILE *f)
 {
 	char size[32], u[32], a[32], r[32], c[64] = "";
 	if (row->unavailable[0]) {
-		fprintf(f, "%-28s %-8s unavailable: %s\n", row->measure,
+		fprintf(f, "%-33s %-8s unavailable: %s\n", row->measure,
 			bench_fmt_size(size, row->size), row->unavailable);
 		return;
 	}

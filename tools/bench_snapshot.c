@@ -8,11 +8,16 @@
  * 3. Revert after 1% of the pages changed against a fork server's reset: the
  *    parent forks a child that writes 1% of the pages and exits, timed from
  *    fork() to the end of waitpid(). The same, with ucow's 1% writes counted
- *    in, is the full cycle of a fuzzing loop.
+ *    in, is the full cycle of a fuzzing loop. ucow_revert() (share the
+ *    snapshot's frames again; a new random 1% each round) and
+ *    ucow_revert_in_place() (copy its bytes back into the pages written; the
+ *    same 1% each round, as a loop that dirties the same pages, since its
+ *    cost grows with every page the region has written) have their rows.
  *
  * Each round of figure 2 uses a new region, so that every "first snapshot"
- * is the first of its region. Figure 3 keeps one region and its snapshot:
- * a revert leaves the region as the snapshot left it.
+ * is the first of its region. Figure 3 keeps its regions (one per kind of
+ * revert, clones of one snapshot): a revert leaves a region as the snapshot
+ * left it.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -26,6 +31,8 @@ const char *const bench_m_snap_first = "snapshot, first";
 const char *const bench_m_snap_after = "snapshot after 1% changed";
 const char *const bench_m_revert = "revert after 1% changed";
 const char *const bench_m_cycle = "write 1% + revert";
+const char *const bench_m_revert_in_place = "revert in place, same 1% changed";
+const char *const bench_m_cycle_in_place = "write same 1% + revert in place";
 
 struct size_run {
 	struct bench *b;
@@ -141,28 +148,63 @@ static int figure2(struct size_run *z)
 
 /* ---- figure 3 ---- */
 
-static int figure3_rounds(struct size_run *z, ucow_region *r, const ucow_region *snap,
-			  struct bench_row *rev, struct bench_row *cyc)
+/* One kind of revert: its region, its rows and the call it times. */
+struct revert_kind {
+	ucow_region *r;
+	struct bench_row *rev, *cyc;
+	int (*revert)(ucow_region *, const ucow_region *);
+	const char *name;
+	bool same_pages; /* the same 1% every round */
+};
+
+/* Writes 1% of the region's pages, then reverts it to snap, timed. */
+static int revert_round(struct size_run *z, struct revert_kind *k, const ucow_region *snap,
+			unsigned i)
+{
+	double w, v;
+	if (write_sample(z, k->r, round_seed(z, k->same_pages ? 0 : i), &w, &k->rev->counters))
+		return 1;
+	double t0 = cli_now();
+	int rc = k->revert(k->r, snap);
+	v = cli_now() - t0;
+	if (rc < 0)
+		return bench_lib_error(k->name, -rc);
+	bench_add(&k->rev->ucow, v);
+	bench_add(&k->cyc->ucow, w + v);
+	k->cyc->counters = k->rev->counters;
+	return 0;
+}
+
+static int figure3_rounds(struct size_run *z, struct revert_kind *kinds, unsigned nkinds,
+			  const ucow_region *snap)
 {
 	struct bench *b = z->b;
-	double w, v, k;
 	for (unsigned i = 0; i < b->rounds; i++) {
 		bench_progress(b, "round %u/%u", i + 1, b->rounds);
-		if (write_sample(z, r, round_seed(z, i), &w, &rev->counters))
-			return 1;
-		double t0 = cli_now();
-		int rc = ucow_revert(r, snap);
-		v = cli_now() - t0;
-		if (rc < 0)
-			return bench_lib_error("ucow_revert", -rc);
+		double k;
+		for (unsigned n = 0; n < nkinds; n++)
+			if (revert_round(z, &kinds[n], snap, i))
+				return 1;
 		if (kern_fork_server(b, z->count, round_seed(z, i), &k))
 			return 1;
-		bench_add(&rev->ucow, v);
-		bench_add(&rev->alt[0], k);
-		bench_add(&cyc->ucow, w + v);
-		bench_add(&cyc->alt[0], k);
+		for (unsigned n = 0; n < nkinds; n++) {
+			bench_add(&kinds[n].rev->alt[0], k);
+			bench_add(&kinds[n].cyc->alt[0], k);
+		}
 	}
-	cyc->counters = rev->counters;
+	return 0;
+}
+
+static int revert_rows(struct size_run *z, struct revert_kind *k, const char *rev,
+		       const char *cyc)
+{
+	k->rev = bench_row_new(z->b, 3, rev, z->size, UNIT_SECONDS);
+	k->cyc = bench_row_new(z->b, 3, cyc, z->size, UNIT_SECONDS);
+	if (!k->rev || !k->cyc)
+		return bench_lib_error("malloc", ENOMEM);
+	bench_row_alt(k->rev, "fork()+exit+wait, child writes 1%");
+	bench_row_alt(k->cyc, "fork()+exit+wait, child writes 1%");
+	k->rev->has_counters = k->cyc->has_counters = true;
 	return 0;
 }
 
@@ -171,15 +213,13 @@ static int figure3(struct size_run *z)
 	struct bench *b = z->b;
 	char sz[32];
 	bench_step(b, "revert %s", bench_fmt_size(sz, z->size));
-	if (heap(z))
+	struct revert_kind kinds[] = {
+		{ .revert = ucow_revert, .name = "ucow_revert" },
+		{ .revert = ucow_revert_in_place, .name = "ucow_revert_in_place", .same_pages = true },
+	};
+	if (heap(z) || revert_rows(z, &kinds[0], bench_m_revert, bench_m_cycle) ||
+	    revert_rows(z, &kinds[1], bench_m_revert_in_place, bench_m_cycle_in_place))
 		return 1;
-	struct bench_row *rev = bench_row_new(b, 3, bench_m_revert, z->size, UNIT_SECONDS);
-	struct bench_row *cyc = bench_row_new(b, 3, bench_m_cycle, z->size, UNIT_SECONDS);
-	if (!rev || !cyc)
-		return bench_lib_error("malloc", ENOMEM);
-	bench_row_alt(rev, "fork()+exit+wait, child writes 1%");
-	bench_row_alt(cyc, "fork()+exit+wait, child writes 1%");
-	rev->has_counters = cyc->has_counters = true;
 
 	bench_progress(b, "populating the region");
 	ucow_region *snap = NULL, *r = populated_region(z);
@@ -188,8 +228,12 @@ static int figure3(struct size_run *z)
 	int rc = 0;
 	if (!(snap = ucow_snapshot(r)))
 		rc = bench_lib_error("ucow_snapshot", errno);
+	kinds[0].r = r;
+	if (!rc && !(kinds[1].r = ucow_clone(snap)))
+		rc = bench_lib_error("ucow_clone", errno);
 	if (!rc)
-		rc = figure3_rounds(z, r, snap, rev, cyc);
+		rc = figure3_rounds(z, kinds, 2, snap);
+	ucow_destroy(kinds[1].r);
 	ucow_destroy(snap);
 	ucow_destroy(r);
 	return rc;

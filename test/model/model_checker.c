@@ -70,7 +70,8 @@ static void revert_clone(struct checker *c, struct held *dst)
 	struct held *src = &c->held[choose(&c->ch, HELD)];
 	if (!src->r || src->writer != dst->writer)
 		return;
-	TCHECK(c->cfg, ucow_revert(dst->r, src->r) == 0);
+	TCHECK(c->cfg, (chance(&c->ch, 50) ? ucow_revert_in_place
+					    : ucow_revert)(dst->r, src->r) == 0);
 	memcpy(dst->expect, src->expect, c->w[dst->writer].size);
 	verify_held(c, dst);
 }

@@ -150,9 +150,11 @@ static void op_destroy(struct model *m)
 static void op_revert(struct model *m)
 {
 	struct slot *dst = pick_live(m), *src = pick_partner(m, dst);
-	model_note(m, "revert #%u%s to #%u", dst->id,
-		   dst->snapshot ? " (a snapshot)" : "", src->id);
-	int rc = ucow_revert(dst->r, src->r);
+	bool in_place = chance(m->ch, 50);
+	model_note(m, "revert%s #%u%s to #%u", in_place ? " in place" : "",
+		   dst->id, dst->snapshot ? " (a snapshot)" : "", src->id);
+	int rc = in_place ? ucow_revert_in_place(dst->r, src->r)
+			  : ucow_revert(dst->r, src->r);
 	if (dst->size != src->size)
 		MCHECK(m, rc == -EINVAL || (dst->snapshot && rc == -EPERM));
 	else
@@ -161,10 +163,12 @@ static void op_revert(struct model *m)
 		memmove(dst->shadow, src->shadow, dst->size);
 	check_slot(m, dst);
 	check_slot(m, src);
-	if (rc == 0 && dst != src) {
+	if (rc == 0 && dst != src && !in_place) {
 		check_shares_all(m, dst, src);
 		check_no_diff(m, dst, src);
 	}
+	if (rc == 0 && in_place)
+		check_diff(m, dst, src);
 }
 
 static int count_calls(size_t offset, size_t length, void *arg)

@@ -29,6 +29,7 @@ enum wop_kind { WOP_WRITE, WOP_SNAPSHOT, WOP_REVERT };
 struct wop {
 	enum wop_kind kind;
 	unsigned slot;   /* SNAPSHOT, REVERT: which of the writer's snapshots */
+	bool in_place;   /* REVERT: ucow_revert_in_place */
 	size_t off, len; /* WRITE */
 	uint64_t values; /* WRITE: what the bytes derive from */
 };

@@ -51,13 +51,15 @@ void wop_values(const struct wop *op, unsigned char *buf)
 
 static struct wop next_op(struct writer *w)
 {
-	struct wop op = {WOP_WRITE, 0, 0, 0, 0};
+	struct wop op = {WOP_WRITE, 0, false, 0, 0, 0};
 	unsigned k = (unsigned)choose(&w->ch, 100);
 	op.slot = (unsigned)choose(&w->ch, WRITER_SNAPS);
 	if (k < 6)
 		op.kind = WOP_SNAPSHOT;
-	else if (k < 12 && w->snap[op.slot])
+	else if (k < 12 && w->snap[op.slot]) {
 		op.kind = WOP_REVERT;
+		op.in_place = chance(&w->ch, 50);
+	}
 	if (op.kind != WOP_WRITE)
 		return op;
 	choose_run(&w->ch, w->size, ucow_page_size(), &op.off, &op.len);
@@ -96,7 +98,8 @@ static void do_op(struct writer *w, const struct wop *op)
 		same_bytes(w, w->snap[op->slot], w->shadow, "a new snapshot");
 		break;
 	case WOP_REVERT:
-		TCHECK(w->cfg, ucow_revert(w->r, w->snap[op->slot]) == 0);
+		TCHECK(w->cfg, (op->in_place ? ucow_revert_in_place
+					     : ucow_revert)(w->r, w->snap[op->slot]) == 0);
 		memcpy(w->shadow, w->snap_shadow[op->slot], w->size);
 		same_bytes(w, w->r, w->shadow, "its region just reverted");
 		break;

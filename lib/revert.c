@@ -1,0 +1,165 @@
+/*
+ * Revert: a region takes another's content. By default it shares the source's
+ * frames wherever they differ, as a fresh clone would (no data copied, the
+ * region's own copies given back, one remap per run of pages). In place,
+ * pages the region owns alone take the source's bytes where they are, with no
+ * system call; only pages it shares are remapped.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static int revert_check(const ucow_region *dst, const ucow_region *src)
+{
+	if (!dst || !src)
+		return -EINVAL;
+	int err = region_check(dst);
+	if (!err)
+		err = region_check(src);
+	if (err)
+		return err;
+	if (dst->readonly)
+		return -EPERM;
+	return dst->size == src->size ? 0 : -EINVAL;
+}
+
+/*
+ * Points dst's pages [run->start, +n) at src's frames: take the new frames,
+ * map them, and only then drop the old ones (as wp_page_copy orders it).
+ */
+static int revert_run(struct map_run *run, const ucow_region *src)
+{
+	ucow_region *dst = run->r;
+	size_t start = run->start, n = run->n;
+	for (size_t k = start; k < start + n; k++)
+		if (pte_frame(pte_read(&src->pt, k)) != FRAME_NONE)
+			frame_get(pte_frame(pte_read(&src->pt, k)));
+	run_flush(run);
+	struct frame_batch batch = {0, 0};
+	for (size_t k = start; k < start + n; k++) {
+		frame_t g = pte_frame(pte_read(&src->pt, k));
+		if (run->err) {
+			if (g != FRAME_NONE)
+				frame_put(g);
+			continue;
+		}
+		frame_t f = pte_frame(pte_read(&dst->pt, k));
+		pte_set(&dst->pt, k, g);
+		if (f != FRAME_NONE)
+			frame_put_batched(f, &batch);
+	}
+	frame_batch_flush(&batch);
+	return run->err;
+}
+
+/* Extends the pending run with page i (frame g), flushing it if i does not
+ * continue it. */
+static int revert_add(struct map_run *run, const ucow_region *src, size_t i,
+		      frame_t g)
+{
+	bool zero = g == FRAME_NONE;
+	if (run->n && !(i == run->start + run->n &&
+			zero == (run->f0 == FRAME_NONE) &&
+			(zero || g == run->f0 + run->n)) &&
+	    revert_run(run, src))
+		return run->err;
+	if (!run->n) {
+		run->start = i;
+		run->f0 = g;
+	}
+	run->n++;
+	return 0;
+}
+
+/*
+ * In place: page i of dst holds a frame no other region maps, so it can take
+ * src's bytes without a remap. A writable page gets them with a plain memcpy
+ * (no system call, and it stays writable); a read-only one through the frame
+ * store, and it stays read-only (its next write is a reuse fault).
+ */
+static int revert_page_in_place(ucow_region *dst, const ucow_region *src,
+				size_t i, pte_t d)
+{
+	void *addr = page_addr(dst, i);
+	if (!(d & PTE_WRITE))
+		return frame_fill(pte_frame(d), page_addr(src, i), os_page_size);
+	memcpy(addr, page_addr(src, i), os_page_size);
+	return 0;
+}
+
+/* Page i of dst and src map different frames: give dst src's content. */
+static int revert_page(struct map_run *run, const ucow_region *src, size_t i,
+		       bool in_place)
+{
+	pte_t d = pte_read(&run->r->pt, i);
+	frame_t f = pte_frame(d), g = pte_frame(pte_read(&src->pt, i));
+	if (in_place && f != FRAME_NONE && frame_count(f) == 1)
+		return revert_page_in_place(run->r, src, i, d);
+	return revert_add(run, src, i, g);
+}
+
+/*
+ * Makes dst's content equal to src's, touching only pages that differ. Both
+ * are held, so no pte is locked and a leaf whose words are all equal maps
+ * the same frames: it is skipped without a look at each page.
+ */
+static int revert_ptes(struct map_run *run, const ucow_region *src,
+		       bool in_place)
+{
+	const struct pgtable *a = &run->r->pt, *b = &src->pt;
+	for (size_t l = leaf_next_either(a, b, 0); l < a->nleaves;
+	     l = leaf_next_either(a, b, l + 1)) {
+		size_t lo = l << PTE_LEAF_SHIFT, hi = leaf_end(a, l);
+		if (memcmp(&a->pte[lo], &b->pte[lo], (hi - lo) * sizeof(pte_t)) == 0)
+			continue;
+		for (size_t i = lo; i < hi; i++) {
+			int err = pte_frame(pte_read(a, i)) == pte_frame(pte_read(b, i))
+					  ? 0
+					  : revert_page(run, src, i, in_place);
+			if (err)
+				return err;
+		}
+	}
+	return run->n ? revert_run(run, src) : 0;
+}
+
+static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
+{
+	int err = revert_check(dst, src);
+	if (err || dst == src)
+		return err;
+	sigset_t mask;
+	ucow_lock(&mask);
+	ucow_region *s = (ucow_region *)src;
+	frame_t home = FRAME_NONE;
+	if ((err = revert_check(dst, src)) != 0 ||
+	    (err = rehome_prepare(s, &home)) != 0)
+		goto out;
+	region_hold(s);
+	region_hold(dst);
+	struct map_run run = {.r = dst};
+	err = region_wrprotect(s);
+	if (!err)
+		err = revert_ptes(&run, s, in_place);
+	if (run.mapped || err)
+		vma_recount(dst);
+	rehome_commit(s, home);
+	home = FRAME_NONE;
+	region_release(dst);
+	region_release(s);
+out:
+	home_retire(home, src->npages);
+	ucow_unlock(&mask);
+	return err;
+}
+
+int ucow_revert(ucow_region *dst, const ucow_region *src)
+{
+	return revert(dst, src, false);
+}
+
+int ucow_revert_in_place(ucow_region *dst, const ucow_region *src)
+{
+	return revert(dst, src, true);
+}
