@@ -58,6 +58,13 @@ int run_in_child(void (*fn)(void *), void *arg)
 
 int run_scenario(const char *name)
 {
+	/* The test program's path: under valgrind /proc/self/exe itself is
+	 * valgrind's tool, but readlink() of it names the program. */
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n <= 0)
+		return -errno;
+	exe[n] = '\0';
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
@@ -65,9 +72,8 @@ int run_scenario(const char *name)
 		return -errno;
 	if (pid == 0) {
 		alarm(CHILD_WATCHDOG_SECONDS); /* survives execve */
-		execl("/proc/self/exe", "ucow-test", "--child-scenario", name,
-		      (char *)NULL);
-		perror("execl /proc/self/exe");
+		execl(exe, "ucow-test", "--child-scenario", name, (char *)NULL);
+		perror(exe);
 		_exit(127);
 	}
 	return wait_child(pid);
@@ -83,6 +89,12 @@ void check_failed(const char *file, int line, const char *expr)
 size_t page_size(void)
 {
 	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+bool sanitizer_is(const char *name)
+{
+	const char *tool = getenv("UCOW_TEST_SANITIZER");
+	return tool && strcmp(tool, name) == 0;
 }
 
 bool backend_is(const char *name)

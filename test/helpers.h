@@ -76,6 +76,17 @@ _Noreturn void check_failed(const char *file, int line, const char *expr);
 size_t page_size(void);
 /* Whether ucow_backend() is `name` (false if ucow_backend() fails). */
 bool backend_is(const char *name);
+/* Whether the suite runs under this tool (UCOW_TEST_SANITIZER: asan, tsan,
+ * valgrind). */
+bool sanitizer_is(const char *name);
+/* Returns from a test that cannot run under `tool`, saying why. */
+#define SKIP_UNDER(tool, why)                                                  \
+	do {                                                                   \
+		if (sanitizer_is(tool)) {                                      \
+			printf("(not under %s: %s) ", tool, why);              \
+			return;                                                \
+		}                                                              \
+	} while (0)
 
 /* Page p of [base, ...) gets bytes derived from (seed, p) only. */
 void fill_pages(void *base, size_t first, size_t count, unsigned seed);

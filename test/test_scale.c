@@ -190,6 +190,8 @@ static void test_mapping_estimate_matches_the_kernel(void)
 /* Issue 4.2: a 64 GiB region and a clone, lightly used, cost little. */
 static void test_huge_sparse_region_costs_what_is_used(void)
 {
+	/* valgrind's address space manager refuses a 64 GiB reservation. */
+	SKIP_UNDER("valgrind", "64 GiB of address space");
 	size_t ps = page_size(), size = (size_t)64 << 30;
 	long rss0 = proc_kib("/proc/self/status", "VmRSS");
 	ucow_region *r = ucow_create(size);
@@ -237,6 +239,8 @@ static void test_reading_zero_pages_costs_nothing(void)
 /* Issue 4.4: 10,000 regions, each with a clone, then everything back. */
 static void test_many_regions_with_clones(void)
 {
+	/* 20,000 regions' mappings overflow valgrind's segment table. */
+	SKIP_UNDER("valgrind", "more mappings than its segment table holds");
 	enum { N = 10000 };
 	size_t ps = page_size();
 	long fds0 = open_fds();
