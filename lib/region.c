@@ -307,9 +307,10 @@ void ucow_destroy(ucow_region *r)
 	} else if (!err) {
 		STORE(&r->state, REGION_DYING);
 		SUB(&live_regions, 1);
-		vma_account(r, -LOAD(&r->mappings));
 		set_owner(r, 0);
 		wait_for_faults(r);
+		/* Only now: a fault in progress may still have counted some. */
+		vma_account(r, -LOAD(&r->mappings));
 		region_abandon(r);
 		if (!LOAD(&live_regions))
 			ucow_idle();
