@@ -23,6 +23,8 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 TSAN_FLAGS = -O1 -g -fsanitize=thread
 FUZZ_FLAGS = -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 FUZZ_LDFLAGS = -fsanitize=address,undefined
+# ucow owns SIGSEGV: see check-asan.
+ASAN_ENV = ASAN_OPTIONS="handle_segv=0$${ASAN_OPTIONS:+:$$ASAN_OPTIONS}"
 # gcc's ThreadSanitizer needs libtsan; fall back to clang if it cannot link.
 TSAN_CC = $(shell echo 'int main(void){return 0;}' | $(CC) -fsanitize=thread -x c -o /dev/null - 2>/dev/null && echo '$(CC)' || echo clang)
 # gcc 12's tsan cannot map its shadow with high ASLR entropy (vm.mmap_rnd_bits
@@ -64,7 +66,7 @@ install: build/config.status
 # the default action (death by SIGSEGV) see a sanitizer report and exit 1.
 check-asan: build-asan/config.status
 	UCOW_TEST_SANITIZER=asan \
-	ASAN_OPTIONS="handle_segv=0$${ASAN_OPTIONS:+:$$ASAN_OPTIONS}" \
+	$(ASAN_ENV) \
 	UBSAN_OPTIONS="print_stacktrace=1$${UBSAN_OPTIONS:+:$$UBSAN_OPTIONS}" \
 	  $(MAKE) -C build-asan check
 
@@ -90,7 +92,7 @@ check-valgrind: all
 soak: build-asan/config.status
 	$(MAKE) -C build-asan test/ucow_soak
 	for b in $(SOAK_BACKENDS); do \
-	  ASAN_OPTIONS="handle_segv=0$${ASAN_OPTIONS:+:$$ASAN_OPTIONS}" UCOW_BACKEND=$$b \
+	  $(ASAN_ENV) UCOW_BACKEND=$$b \
 	    build-asan/test/ucow_soak --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) || exit 1; \
 	done
 
@@ -104,7 +106,7 @@ fuzz: build-fuzz/config.status
 	mkdir -p build-fuzz/corpus
 	for b in $(FUZZ_BACKENDS); do \
 	  echo "=== make fuzz: UCOW_BACKEND=$$b for $(FUZZ_SECONDS) s"; \
-	  ASAN_OPTIONS="handle_segv=0$${ASAN_OPTIONS:+:$$ASAN_OPTIONS}" UCOW_BACKEND=$$b \
+	  $(ASAN_ENV) UCOW_BACKEND=$$b \
 	    build-fuzz/test/fuzz/ucow_fuzz -handle_segv=0 -max_total_time=$(FUZZ_SECONDS) \
 	    -print_final_stats=1 -artifact_prefix=$(CURDIR)/test/fuzz/regressions/ \
 	    build-fuzz/corpus test/fuzz/corpus || exit 1; \

@@ -310,6 +310,8 @@ struct map_run {
 	size_t mapped; /* pages mapped by the runs flushed so far */
 };
 void run_flush(struct map_run *run);
+/* Whether page i, mapping frame f (or zeros), extends the pending run. */
+bool run_continues(const struct map_run *run, size_t i, frame_t f);
 /* Adds page i, to be mapped read-only from frame f (or zeros). */
 void run_add(struct map_run *run, size_t i, frame_t f);
 /*

@@ -58,11 +58,7 @@ static int revert_run(struct map_run *run, const ucow_region *src)
 static int revert_add(struct map_run *run, const ucow_region *src, size_t i,
 		      frame_t g)
 {
-	bool zero = g == FRAME_NONE;
-	if (run->n && !(i == run->start + run->n &&
-			zero == (run->f0 == FRAME_NONE) &&
-			(zero || g == run->f0 + run->n)) &&
-	    revert_run(run, src))
+	if (run->n && !run_continues(run, i, g) && revert_run(run, src))
 		return run->err;
 	if (!run->n) {
 		run->start = i;
@@ -88,29 +84,23 @@ static int revert_page_in_place(ucow_region *dst, const ucow_region *src,
 	return 0;
 }
 
-/* Page i of dst and src map different frames: give dst src's content. */
-static int revert_page(struct map_run *run, const ucow_region *src, size_t i,
-		       bool in_place)
-{
-	pte_t d = pte_read(&run->r->pt, i);
-	frame_t f = pte_frame(d), g = pte_frame(pte_read(&src->pt, i));
-	if (in_place && f != FRAME_NONE && frame_count(f) == 1)
-		return revert_page_in_place(run->r, src, i, d);
-	return revert_add(run, src, i, g);
-}
-
 /* Ptes compared at once before they are looked at one by one. */
 #define PTE_BLOCK 8
 
-/* Reverts the pages of [lo, hi) whose frames differ. */
+/* Reverts the pages of [lo, hi) whose frames differ: in place where dst
+ * owns the frame alone and in_place is asked, else by sharing src's. */
 static int revert_range(struct map_run *run, const ucow_region *src,
 			size_t lo, size_t hi, bool in_place)
 {
 	const struct pgtable *a = &run->r->pt, *b = &src->pt;
 	for (size_t i = lo; i < hi; i++) {
-		if (pte_frame(pte_read(a, i)) == pte_frame(pte_read(b, i)))
+		pte_t d = pte_read(a, i);
+		frame_t f = pte_frame(d), g = pte_frame(pte_read(b, i));
+		if (f == g)
 			continue;
-		int err = revert_page(run, src, i, in_place);
+		int err = in_place && f != FRAME_NONE && frame_count(f) == 1
+				  ? revert_page_in_place(run->r, src, i, d)
+				  : revert_add(run, src, i, g);
 		if (err)
 			return err;
 	}

@@ -19,11 +19,16 @@ out:
 	run->n = 0;
 }
 
+bool run_continues(const struct map_run *run, size_t i, frame_t f)
+{
+	bool zero = f == FRAME_NONE;
+	return run->n && i == run->start + run->n &&
+	       zero == (run->f0 == FRAME_NONE) && (zero || f == run->f0 + run->n);
+}
+
 void run_add(struct map_run *run, size_t i, frame_t f)
 {
-	bool zero = f == FRAME_NONE, run_zero = run->f0 == FRAME_NONE;
-	if (run->n && i == run->start + run->n && zero == run_zero &&
-	    (zero || f == run->f0 + run->n)) {
+	if (run_continues(run, i, f)) {
 		run->n++;
 		return;
 	}

@@ -83,12 +83,18 @@ static void test_model_fixed_seeds(void)
 		run_seed(model_child, fixed_seeds[i]);
 }
 
-static void test_model_seed_from_time(void)
+/* A seed from the clock (or UCOW_MODEL_SEED), printed before the run. */
+static void run_seed_from_time(void (*child)(void *))
 {
 	uint64_t seed = time_seed();
 	printf("(seed %llu) ", (unsigned long long)seed);
 	fflush(stdout);
-	run_seed(model_child, seed);
+	run_seed(child, seed);
+}
+
+static void test_model_seed_from_time(void)
+{
+	run_seed_from_time(model_child);
 }
 
 static void test_threads_model_fixed_seed(void)
@@ -98,10 +104,7 @@ static void test_threads_model_fixed_seed(void)
 
 static void test_threads_model_seed_from_time(void)
 {
-	uint64_t seed = time_seed();
-	printf("(seed %llu) ", (unsigned long long)seed);
-	fflush(stdout);
-	run_seed(threads_child, seed);
+	run_seed_from_time(threads_child);
 }
 
 /* A seeded run, recorded, is an input that makes the same choices. */
