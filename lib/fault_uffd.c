@@ -247,24 +247,28 @@ static int uffd_register(void *addr, size_t size)
 	return ioctl(uffd, UFFDIO_REGISTER, &reg) ? -errno : 0;
 }
 
-static int uffd_set_wp(void *addr, size_t size, bool protect)
+static int uffd_set_wp(void *addr, size_t size, __u64 mode)
 {
 	struct uffdio_writeprotect wp = {
 		.range = {.start = (uintptr_t)addr, .len = size},
-		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+		.mode = mode,
 	};
 	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
 }
 
 static int uffd_wrprotect(void *addr, size_t size)
 {
-	return uffd_set_wp(addr, size, true);
+	return uffd_set_wp(addr, size, UFFDIO_WRITEPROTECT_MODE_WP);
 }
 
-/* Clearing the protection also wakes the writers waiting on the range. */
+/*
+ * Clearing the protection would also wake the writers waiting on the range,
+ * before the fault is complete (pte and counters not updated yet). Every
+ * waiter has a message queued: serve() wakes it once its fault is done.
+ */
 static int uffd_make_writable(void *addr, size_t size)
 {
-	return uffd_set_wp(addr, size, false);
+	return uffd_set_wp(addr, size, UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
 }
 
 /* Zero pages: anonymous memory, writable for the MMU, protected by uffd. */

@@ -160,6 +160,30 @@ static void test_write_after_clone_destroyed_is_a_reuse(void)
 	ucow_destroy(src);
 }
 
+/*
+ * The write returns only once its fault is complete: pte and counters are
+ * updated before the writer goes on. Under uffd the handler thread serves
+ * the fault, and waking the writer early (clearing the protection wakes it)
+ * left this visible within a few rounds.
+ */
+static void test_write_returns_after_its_fault_is_counted(void)
+{
+	enum { ROUNDS = 1000 };
+	ucow_region *src = make_filled(1, 1, 40);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	int late = 0;
+	for (int k = 0; k < ROUNDS; k++) {
+		ucow_destroy(ucow_clone(src));
+		struct ucow_stats before = stats_of(src);
+		*(volatile char *)ucow_base(src) = (char)k;
+		struct ucow_stats after = stats_of(src);
+		late += after.cow_reuses != before.cow_reuses + 1 ||
+			after.writable_pages != 1;
+	}
+	CU_ASSERT_EQUAL(late, 0);
+	ucow_destroy(src);
+}
+
 static void test_destroying_source_first_keeps_clone_content(void)
 {
 	ucow_region *src = make_filled(PAGES, WRITTEN, 15);
@@ -393,6 +417,7 @@ void add_cow_suite(void)
 		TEST(test_writing_a_zero_page_is_a_zero_fill),
 		TEST(test_write_after_source_destroyed_is_a_reuse),
 		TEST(test_write_after_clone_destroyed_is_a_reuse),
+		TEST(test_write_returns_after_its_fault_is_counted),
 		TEST(test_destroying_source_first_keeps_clone_content),
 		TEST(test_destroying_clone_first_keeps_source_content),
 		TEST(test_clone_of_a_clone),
