@@ -211,7 +211,12 @@ UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
  *       vm.unprivileged_userfaultfd=1, or access to /dev/userfaultfd. Where it
  *       cannot be had, the first ucow_create() fails (EPERM, ENOSYS or
  *       EOPNOTSUPP) after one line on stderr that names the reason: ucow
- *       never falls back silently to another backend.
+ *       never falls back silently to another backend. After serving faults
+ *       the handler thread keeps polling for more for 50 microseconds before
+ *       it sleeps (a writer that faults again soon then costs one wake-up,
+ *       not two); UCOW_UFFD_HOT_US=N in the environment sets that time,
+ *       0 to 100000, 0 for none (an invalid value: one line on stderr, the
+ *       default kept). It is 0 when the process may run on one CPU only.
  * The environment variable UCOW_BACKEND sets it; an unknown name makes
  * ucow_create() fail with EINVAL and this call return NULL (errno EINVAL)
  * until ucow_set_backend() names a known one.

@@ -16,10 +16,13 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Newer than the headers of some distributions (Linux 6.4). */
@@ -133,6 +136,57 @@ static bool serve_pending(struct uffd_msg *msg)
 	return true;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * A writer moving through a region faults again a few microseconds after it
+ * was woken. A handler asleep in poll() costs that writer two cross-CPU
+ * wake-ups per fault (its own and the handler's); so after serving, the
+ * handler keeps reading the queue for a while (hot_ns) before it sleeps
+ * again. With one CPU to run on the spin would only delay the writer: it is
+ * off then. UCOW_UFFD_HOT_US sets the time (0 turns it off).
+ */
+#define HOT_US_DEFAULT 50
+#define HOT_US_MAX 100000
+
+static uint64_t hot_ns;
+
+static uint64_t hot_time(void)
+{
+	cpu_set_t cpus;
+	if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+		return 0;
+	const char *env = getenv("UCOW_UFFD_HOT_US");
+	if (!env || !*env)
+		return HOT_US_DEFAULT * 1000u;
+	char *end;
+	errno = 0;
+	unsigned long us = strtoul(env, &end, 10);
+	if (errno || *end || us > HOT_US_MAX || env[0] == '-') {
+		os_write_error("UCOW_UFFD_HOT_US ignored",
+			       "not a number of microseconds from 0 to 100000",
+			       0);
+		return HOT_US_DEFAULT * 1000u;
+	}
+	return (uint64_t)us * 1000u;
+}
+
+static void serve_while_hot(struct uffd_msg *msg)
+{
+	uint64_t until = 0;
+	for (;;) {
+		if (serve_pending(msg))
+			until = now_ns() + hot_ns;
+		else if (!hot_ns || now_ns() >= until)
+			return;
+	}
+}
+
 /*
  * Stopping (no region left) drains the queue first: a writer still waiting
  * on a destroyed region is woken, retries, and gets its SIGSEGV instead of
@@ -152,7 +206,7 @@ static void *handler_main(void *arg)
 				;
 			return NULL;
 		}
-		serve_pending(msg);
+		serve_while_hot(msg);
 	}
 }
 
@@ -225,6 +279,7 @@ static int uffd_init(void)
 	int err = uffd_handshake(fd);
 	if (!err && (stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
 		err = -errno;
+	hot_ns = hot_time();
 	if (err)
 		uffd_close();
 	return err;

@@ -262,9 +262,48 @@ static int exit_with_regions_alive(void)
 	exit(0);
 }
 
+/*
+ * The handler's spin after serving (UCOW_UFFD_HOT_US): off or invalid, the
+ * backend still serves every fault; an invalid value is named on stderr.
+ */
+static int uffd_with_hot_time(const char *value, bool warned)
+{
+	CHECK(setenv("UCOW_UFFD_HOT_US", value, 1) == 0);
+	CHECK(ucow_set_backend("uffd") == 0);
+	int p[2], saved = dup(STDERR_FILENO);
+	CHECK(saved >= 0 && pipe(p) == 0);
+	CHECK(dup2(p[1], STDERR_FILENO) == STDERR_FILENO);
+	ucow_region *src = make_filled(PAGES, PAGES, 48);
+	CHECK(dup2(saved, STDERR_FILENO) == STDERR_FILENO);
+	close(p[1]);
+	char said[512] = "";
+	CHECK(read(p[0], said, sizeof said - 1) >= 0);
+	CHECK((strstr(said, "UCOW_UFFD_HOT_US ignored") != NULL) == warned);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	fill_pages(ucow_base(clone), 0, PAGES, 49);
+	CHECK(stats_of(clone).cow_copies == PAGES);
+	CHECK(pages_match(ucow_base(clone), 0, PAGES, 49));
+	CHECK(pages_match(ucow_base(src), 0, PAGES, 48));
+	return 0;
+}
+
+static int uffd_hot_time_off(void)
+{
+	return uffd_with_hot_time("0", false);
+}
+
+static int uffd_hot_time_invalid(void)
+{
+	return uffd_with_hot_time("50us", true);
+}
+
 const struct child_scenario backend_scenarios[] = {
 	{"set-backend-before-first-region", set_backend_before_first_region},
 	{"exit-with-regions-alive", exit_with_regions_alive},
+	{"uffd-hot-time-off", uffd_hot_time_off},
+	{"uffd-hot-time-invalid", uffd_hot_time_invalid},
 	{NULL, NULL},
 };
 
@@ -281,6 +320,13 @@ static void test_exit_with_regions_alive_is_clean(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("exit-with-regions-alive"), 0));
 }
 
+static void test_uffd_hot_time_setting(void)
+{
+	SKIP_UNDER("valgrind", "the uffd backend");
+	CU_ASSERT(CHILD_EXITED(run_scenario("uffd-hot-time-off"), 0));
+	CU_ASSERT(CHILD_EXITED(run_scenario("uffd-hot-time-invalid"), 0));
+}
+
 void add_uffd_suite(void)
 {
 	static const struct test_case tests[] = {
@@ -294,6 +340,7 @@ void add_uffd_suite(void)
 		TEST(test_set_backend_bad_input),
 		TEST(test_set_backend_before_first_region),
 		TEST(test_exit_with_regions_alive_is_clean),
+		TEST(test_uffd_hot_time_setting),
 		{NULL, NULL},
 	};
 	add_suite("kernel-writes", tests);
