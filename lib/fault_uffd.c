@@ -12,6 +12,7 @@
  */
 #include "internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -126,10 +127,18 @@ static void serve(const struct uffd_msg *msg, size_t n)
 	}
 }
 
-/* Reads and serves what is queued; false when nothing was. */
+/*
+ * Reads and serves what is queued; false when nothing was. A queue that
+ * cannot be read leaves every writer waiting for ever: say so and abort.
+ */
 static bool serve_pending(struct uffd_msg *msg)
 {
 	ssize_t got = read(uffd, msg, UFFD_BATCH * sizeof *msg);
+	if (got < 0 && errno != EAGAIN && errno != EINTR) {
+		os_write_error("cannot read the userfaultfd queue",
+			       "the faults waiting on it cannot be served", 0);
+		abort();
+	}
 	if (got <= 0)
 		return false;
 	serve(msg, (size_t)got / sizeof *msg);
@@ -155,31 +164,35 @@ static uint64_t now_ns(void)
 #define HOT_US_MAX 100000
 
 static uint64_t hot_ns;
+static bool stopping; /* uffd_idle asks the spin to end now */
 
 static uint64_t hot_time(void)
 {
+	uint64_t us = HOT_US_DEFAULT;
+	const char *env = getenv("UCOW_UFFD_HOT_US");
+	if (env && *env) {
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(env, &end, 10);
+		if (!isdigit((unsigned char)env[0]) || errno || *end ||
+		    v > HOT_US_MAX)
+			os_write_error("UCOW_UFFD_HOT_US ignored",
+				       "not a number of microseconds from 0 to "
+				       "100000",
+				       0);
+		else
+			us = v;
+	}
 	cpu_set_t cpus;
 	if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
 		return 0;
-	const char *env = getenv("UCOW_UFFD_HOT_US");
-	if (!env || !*env)
-		return HOT_US_DEFAULT * 1000u;
-	char *end;
-	errno = 0;
-	unsigned long us = strtoul(env, &end, 10);
-	if (errno || *end || us > HOT_US_MAX || env[0] == '-') {
-		os_write_error("UCOW_UFFD_HOT_US ignored",
-			       "not a number of microseconds from 0 to 100000",
-			       0);
-		return HOT_US_DEFAULT * 1000u;
-	}
-	return (uint64_t)us * 1000u;
+	return us * 1000u;
 }
 
 static void serve_while_hot(struct uffd_msg *msg)
 {
 	uint64_t until = 0;
-	for (;;) {
+	while (!LOAD(&stopping)) {
 		if (serve_pending(msg))
 			until = now_ns() + hot_ns;
 		else if (!hot_ns || now_ns() >= until)
@@ -245,9 +258,15 @@ static void release_stack(void)
 static void uffd_idle(void)
 {
 	uint64_t n = 1;
-	if (!handler_running || write(stop_fd, &n, sizeof n) != sizeof n)
+	if (!handler_running)
 		return;
+	STORE(&stopping, true);
+	if (write(stop_fd, &n, sizeof n) != sizeof n) {
+		STORE(&stopping, false);
+		return;
+	}
 	pthread_join(handler, NULL);
+	STORE(&stopping, false);
 	handler_running = false;
 	release_stack();
 	if (read(stop_fd, &n, sizeof n) != sizeof n)

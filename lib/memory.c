@@ -94,7 +94,8 @@ static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f)
 /*
  * Makes page j of a locked window private in the region's home: copies it
  * there unless it is there already. A writable page is write-protected first,
- * so that no other thread writes it while it is copied.
+ * so that no other thread writes it while it is copied; its locked pte says
+ * so at once, so that a failure later leaves the table true.
  */
 static int coalesce_take(ucow_region *r, size_t j)
 {
@@ -104,8 +105,11 @@ static int coalesce_take(ucow_region *r, size_t j)
 	int err = 0;
 	if (f == home)
 		return 0;
-	if (pte & PTE_WRITE)
+	if (pte & PTE_WRITE) {
 		err = ucow_backend_ops->wrprotect(addr, os_page_size);
+		if (!err)
+			pte_update_locked(&r->pt, j, pte & ~PTE_WRITE);
+	}
 	if (!err && f != FRAME_NONE)
 		err = frame_fill(home, addr, os_page_size);
 	frame_get_new(home);
@@ -151,14 +155,15 @@ static int wp_page_coalesce(ucow_region *r, size_t i)
 		pte_lock(&r->pt, j);
 	long before = vma_window(r, lo, hi);
 	int err = 0;
-	size_t j = lo;
-	for (; j < hi && !err; j++)
-		err = coalesce_take(r, j);
+	size_t taken = lo;
+	while (taken < hi && !(err = coalesce_take(r, taken)))
+		taken++;
 	if (!err)
 		err = region_map_pages(r, lo, hi - lo, r->home + (frame_t)lo,
 				       true);
 	if (err) {
-		coalesce_undo(r, lo, err ? j - 1 : hi);
+		coalesce_undo(r, lo, taken);
+		vma_account(r, vma_window(r, lo, hi) - before);
 		for (size_t k = lo; k < hi; k++)
 			pte_unlock(&r->pt, k, pte_read(&r->pt, k));
 		return err;

@@ -103,6 +103,11 @@ void pte_unlock(struct pgtable *pt, size_t i, pte_t val)
 	STORE(&pt->pte[i], val & ~PTE_LOCK);
 }
 
+void pte_update_locked(struct pgtable *pt, size_t i, pte_t val)
+{
+	STORE(&pt->pte[i], val | PTE_LOCK);
+}
+
 void pte_set(struct pgtable *pt, size_t i, pte_t val)
 {
 	if (pte_frame(val) != FRAME_NONE)
