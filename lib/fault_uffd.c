@@ -298,9 +298,10 @@ static int uffd_init(void)
 	int err = uffd_handshake(fd);
 	if (!err && (stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
 		err = -errno;
-	hot_ns = hot_time();
 	if (err)
 		uffd_close();
+	else
+		hot_ns = hot_time();
 	return err;
 }
 

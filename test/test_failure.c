@@ -5,6 +5,7 @@
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,9 +77,72 @@ static int copy_failure_calls_the_handler(void)
 	return 0;
 }
 
+static sigjmp_buf leave_fault;
+
+static void leave_the_fault(void *addr, int error, void *arg)
+{
+	(void)addr;
+	(void)error;
+	__atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED);
+	siglongjmp(leave_fault, 1);
+}
+
+/* Writes every other page of r until one more split would pass ucow's
+ * limit (seven eighths of its mapping budget): the next fault coalesces. */
+static void fill_mapping_budget(ucow_region *r)
+{
+	struct ucow_global_stats g = global_stats();
+	size_t limit = g.mapping_budget - g.mapping_budget / 8;
+	char *base = ucow_base(r);
+	size_t pages = ucow_size(r) / page_size();
+	for (size_t p = 0; (g = global_stats()).mappings + 2 <= limit; p += 2) {
+		CHECK(p < pages);
+		base[p * page_size()] = 1;
+	}
+}
+
+/*
+ * A coalesce (near the mapping budget) that fails half-way: the page it had
+ * write-protected must read as read-only in the table, or its next write
+ * would fault for ever. Signal backend: the handler leaves the fault with
+ * siglongjmp, so the failed state is what the program sees next. No page
+ * copy (frame_fill) may run before the coalesce: the failpoint fails the
+ * first one, and zero fills and reuses copy nothing.
+ */
+static int coalesce_failure_leaves_the_table_true(void)
+{
+	CHECK(setenv("UCOW_FAILPOINT_FILL", "1", 1) == 0);
+	CHECK(ucow_set_backend("sigsegv") == 0);
+	ucow_region *a = ucow_create(64 * page_size());
+	CHECK(a != NULL);
+	page_of(a, 1)[0] = 11;
+	page_of(a, 0)[0] = 10;
+	ucow_destroy(ucow_snapshot(a)); /* a gets a new home: pages 0, 1 leave it */
+	page_of(a, 0)[0] = 20;          /* a reuse: writable, outside the home */
+	CHECK(stats_of(a).writable_pages == 1 && stats_of(a).cow_copies == 0);
+	ucow_region *b = ucow_create((size_t)1 << 30);
+	CHECK(b != NULL);
+	fill_mapping_budget(b);
+
+	static int calls;
+	ucow_on_fault_error(leave_the_fault, &calls);
+	if (sigsetjmp(leave_fault, 1) == 0)
+		page_of(a, 2)[0] = 30; /* coalesces: page 0 protected, its copy fails */
+	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
+	CHECK(stats_of(a).writable_pages == 0);
+	page_of(a, 0)[1] = 21; /* faults once more and is served */
+	CHECK(page_of(a, 0)[0] == 20 && page_of(a, 0)[1] == 21);
+	CHECK(page_of(a, 1)[0] == 11);
+	ucow_destroy(b);
+	ucow_destroy(a);
+	return 0;
+}
+
 const struct child_scenario failure_scenarios[] = {
 	{"copy-failure-aborts-by-default", copy_failure_aborts_by_default},
 	{"copy-failure-calls-the-handler", copy_failure_calls_the_handler},
+	{"coalesce-failure-leaves-the-table-true",
+	 coalesce_failure_leaves_the_table_true},
 	{NULL, NULL},
 };
 
@@ -103,11 +167,18 @@ static void test_copy_failure_calls_the_program_handler(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("copy-failure-calls-the-handler"), 0));
 }
 
+static void test_coalesce_failure_leaves_the_table_true(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("coalesce-failure-leaves-the-table-true"), 0));
+}
+
 void add_failure_suite(void)
 {
 	static const struct test_case tests[] = {
 		TEST(test_copy_failure_aborts_with_a_clear_line),
 		TEST(test_copy_failure_calls_the_program_handler),
+		TEST(test_coalesce_failure_leaves_the_table_true),
 		{NULL, NULL},
 	};
 	add_suite("failure", tests);
