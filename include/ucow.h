@@ -193,7 +193,9 @@ struct ucow_global_stats {
 	uint64_t faults;       /* copy-on-write faults served */
 	uint64_t foreign_faults; /* SIGSEGVs passed on to the program */
 	size_t mappings;       /* kernel mappings of all regions, estimated */
-	size_t mapping_budget; /* ucow's share: half of vm.max_map_count */
+	size_t mapping_budget; /* ucow's share: half of vm.max_map_count, or
+				  less with UCOW_MAP_BUDGET=N (64 to that
+				  half; read once, at the first call) */
 };
 
 /* Fills *out. Returns 0 or -EINVAL for NULL. */
@@ -216,7 +218,9 @@ UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
  *       it sleeps (a writer that faults again soon then costs one wake-up,
  *       not two); UCOW_UFFD_HOT_US=N in the environment sets that time,
  *       0 to 100000, 0 for none (an invalid value: one line on stderr, the
- *       default kept). It is 0 when the process may run on one CPU only.
+ *       default kept; read once, when the backend starts). It is 0 when the
+ *       creating thread's CPU affinity allows one CPU only (a CPU quota is
+ *       not seen).
  * The environment variable UCOW_BACKEND sets it; an unknown name makes
  * ucow_create() fail with EINVAL and this call return NULL (errno EINVAL)
  * until ucow_set_backend() names a known one.

@@ -9,7 +9,10 @@
  */
 #include "internal.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 struct vma_budget vmas;
@@ -33,9 +36,32 @@ static long read_max_map_count(void)
 	return v > 0 ? v : DEFAULT_MAX_MAP_COUNT;
 }
 
+/*
+ * UCOW_MAP_BUDGET=N lowers ucow's share, for a program that needs more of
+ * the limit for itself (and for tests that must reach the budget quickly).
+ * It cannot raise it: past the kernel's limit a remap would fail.
+ */
+#define MIN_BUDGET 64
+
 void vma_init(void)
 {
-	vmas.budget = read_max_map_count() / 2;
+	long half = read_max_map_count() / 2;
+	vmas.budget = half;
+	const char *env = getenv("UCOW_MAP_BUDGET");
+	if (!env || !*env)
+		return;
+	char *end;
+	errno = 0;
+	long v = strtol(env, &end, 10);
+	if (!isdigit((unsigned char)env[0]) || errno || *end ||
+	    v < MIN_BUDGET || v > half) {
+		os_write_error("UCOW_MAP_BUDGET ignored",
+			       "not a number of mappings from 64 to half of "
+			       "vm.max_map_count",
+			       0);
+		return;
+	}
+	vmas.budget = v;
 }
 
 /* Do neighbouring pages with these ptes lie in one kernel mapping? */

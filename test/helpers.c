@@ -86,6 +86,26 @@ void check_failed(const char *file, int line, const char *expr)
 	_exit(CHILD_FAILED_CHECK);
 }
 
+void stderr_capture_begin(struct stderr_capture *c)
+{
+	int p[2];
+	fflush(stderr);
+	c->saved = dup(STDERR_FILENO);
+	CHECK(c->saved >= 0 && pipe(p) == 0);
+	CHECK(dup2(p[1], STDERR_FILENO) == STDERR_FILENO);
+	close(p[1]);
+	c->rd = p[0];
+}
+
+void stderr_capture_end(struct stderr_capture *c, char *buf, size_t len)
+{
+	CHECK(dup2(c->saved, STDERR_FILENO) == STDERR_FILENO);
+	close(c->saved);
+	ssize_t n = read(c->rd, buf, len - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	close(c->rd);
+}
+
 size_t page_size(void)
 {
 	return (size_t)sysconf(_SC_PAGESIZE);

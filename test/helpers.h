@@ -73,6 +73,17 @@ static inline bool child_signaled(int st, int sig)
 	} while (0)
 _Noreturn void check_failed(const char *file, int line, const char *expr);
 
+/*
+ * In a child: sends stderr into a pipe until stderr_capture_end(), which
+ * restores it and returns what was written (at most len - 1 bytes, NUL
+ * terminated) in buf. For checking ucow's one-line messages.
+ */
+struct stderr_capture {
+	int saved, rd;
+};
+void stderr_capture_begin(struct stderr_capture *c);
+void stderr_capture_end(struct stderr_capture *c, char *buf, size_t len);
+
 size_t page_size(void);
 /* Whether ucow_backend() is `name` (false if ucow_backend() fails). */
 bool backend_is(const char *name);

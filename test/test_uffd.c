@@ -270,14 +270,11 @@ static int uffd_with_hot_time(const char *value, bool warned)
 {
 	CHECK(setenv("UCOW_UFFD_HOT_US", value, 1) == 0);
 	CHECK(ucow_set_backend("uffd") == 0);
-	int p[2], saved = dup(STDERR_FILENO);
-	CHECK(saved >= 0 && pipe(p) == 0);
-	CHECK(dup2(p[1], STDERR_FILENO) == STDERR_FILENO);
+	struct stderr_capture capture;
+	char said[512];
+	stderr_capture_begin(&capture);
 	ucow_region *src = make_filled(PAGES, PAGES, 48);
-	CHECK(dup2(saved, STDERR_FILENO) == STDERR_FILENO);
-	close(p[1]);
-	char said[512] = "";
-	CHECK(read(p[0], said, sizeof said - 1) >= 0);
+	stderr_capture_end(&capture, said, sizeof said);
 	CHECK((strstr(said, "UCOW_UFFD_HOT_US ignored") != NULL) == warned);
 	CHECK(src != NULL);
 	ucow_region *clone = ucow_clone(src);
