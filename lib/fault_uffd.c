@@ -12,7 +12,6 @@
  */
 #include "internal.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -168,25 +167,13 @@ static bool stopping; /* uffd_idle asks the spin to end now */
 
 static uint64_t hot_time(void)
 {
-	uint64_t us = HOT_US_DEFAULT;
-	const char *env = getenv("UCOW_UFFD_HOT_US");
-	if (env && *env) {
-		char *end;
-		errno = 0;
-		unsigned long v = strtoul(env, &end, 10);
-		if (!isdigit((unsigned char)env[0]) || errno || *end ||
-		    v > HOT_US_MAX)
-			os_write_error("UCOW_UFFD_HOT_US ignored",
-				       "not a number of microseconds from 0 to "
-				       "100000",
-				       0);
-		else
-			us = v;
-	}
+	long us = HOT_US_DEFAULT;
+	os_env_long("UCOW_UFFD_HOT_US", 0, HOT_US_MAX,
+		    "not a number of microseconds from 0 to 100000", &us);
 	cpu_set_t cpus;
 	if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
 		return 0;
-	return us * 1000u;
+	return (uint64_t)us * 1000u;
 }
 
 static void serve_while_hot(struct uffd_msg *msg)

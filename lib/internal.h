@@ -71,6 +71,14 @@ int os_pwrite(int fd, const void *buf, size_t size, uint64_t off);
 void os_punch_hole(int fd, uint64_t off, size_t size);
 /* Writes a message to stderr with write(2) only: async-signal-safe. */
 void os_write_error(const char *a, const char *b, uintptr_t addr);
+/*
+ * A setting from the environment (normal code only): true and *out set when
+ * `name` holds a whole number in [min, max]; false when it is unset or
+ * empty, and when it is anything else, after one line on stderr:
+ * "ucow: NAME ignored: what".
+ */
+bool os_env_long(const char *name, long min, long max, const char *what,
+		 long *out);
 
 /*
  * The global lock serialises every operation that changes regions or homes.
@@ -283,7 +291,7 @@ static inline void *page_addr(const ucow_region *r, size_t i)
 /* ---- vma.c -------------------------------------------------------------- */
 
 struct vma_budget {
-	long budget;  /* ucow's share: half of vm.max_map_count */
+	long budget;  /* ucow's share: half of vm.max_map_count, or less */
 	long in_use;  /* estimate over all regions */
 };
 extern struct vma_budget vmas;

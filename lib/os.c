@@ -3,9 +3,11 @@
  * mappings of frames, signal masks and the global lock.
  */
 #include "internal.h"
+#include <ctype.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -158,6 +160,28 @@ void os_write_error(const char *a, const char *b, uintptr_t addr)
 	buf[n++] = '\n';
 	ssize_t w = write(STDERR_FILENO, buf, n);
 	UNUSED(w);
+}
+
+bool os_env_long(const char *name, long min, long max, const char *what,
+		 long *out)
+{
+	const char *env = getenv(name);
+	if (!env || !*env)
+		return false;
+	char *end;
+	errno = 0;
+	long v = strtol(env, &end, 10);
+	if (isdigit((unsigned char)env[0]) && !errno && !*end && v >= min &&
+	    v <= max) {
+		*out = v;
+		return true;
+	}
+	char head[128];
+	size_t n = put_str(head, 0, sizeof head - 1, name);
+	n = put_str(head, n, sizeof head - 1, " ignored");
+	head[n] = '\0';
+	os_write_error(head, what, 0);
+	return false;
 }
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;

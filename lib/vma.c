@@ -9,10 +9,7 @@
  */
 #include "internal.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 struct vma_budget vmas;
@@ -47,21 +44,10 @@ void vma_init(void)
 {
 	long half = read_max_map_count() / 2;
 	vmas.budget = half;
-	const char *env = getenv("UCOW_MAP_BUDGET");
-	if (!env || !*env)
-		return;
-	char *end;
-	errno = 0;
-	long v = strtol(env, &end, 10);
-	if (!isdigit((unsigned char)env[0]) || errno || *end ||
-	    v < MIN_BUDGET || v > half) {
-		os_write_error("UCOW_MAP_BUDGET ignored",
-			       "not a number of mappings from 64 to half of "
-			       "vm.max_map_count",
-			       0);
-		return;
-	}
-	vmas.budget = v;
+	os_env_long("UCOW_MAP_BUDGET", MIN_BUDGET, half,
+		    "not a number of mappings from 64 to half of "
+		    "vm.max_map_count",
+		    &vmas.budget);
 }
 
 /* Do neighbouring pages with these ptes lie in one kernel mapping? */

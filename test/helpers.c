@@ -106,6 +106,18 @@ void stderr_capture_end(struct stderr_capture *c, char *buf, size_t len)
 	close(c->rd);
 }
 
+long read_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
 size_t page_size(void)
 {
 	return (size_t)sysconf(_SC_PAGESIZE);

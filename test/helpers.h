@@ -84,6 +84,8 @@ struct stderr_capture {
 void stderr_capture_begin(struct stderr_capture *c);
 void stderr_capture_end(struct stderr_capture *c, char *buf, size_t len);
 
+/* The first number in a file (a /proc setting), or -1. */
+long read_long(const char *path);
 size_t page_size(void);
 /* Whether ucow_backend() is `name` (false if ucow_backend() fails). */
 bool backend_is(const char *name);

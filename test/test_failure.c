@@ -152,10 +152,8 @@ static int coalesce_failure_leaves_the_table_true(void)
  * default kept. */
 static int map_budget_out_of_range_is_ignored(void)
 {
-	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-	long limit = 0;
-	CHECK(f && fscanf(f, "%ld", &limit) == 1);
-	fclose(f);
+	long limit = read_long("/proc/sys/vm/max_map_count");
+	CHECK(limit > 0);
 	char value[32];
 	snprintf(value, sizeof value, "%ld", limit / 2 + 1);
 	CHECK(setenv("UCOW_MAP_BUDGET", value, 1) == 0);

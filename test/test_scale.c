@@ -12,18 +12,6 @@
 
 #include "helpers.h"
 
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long v = -1;
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
 static long count_lines(const char *path)
 {
 	FILE *f = fopen(path, "r");
