@@ -253,7 +253,9 @@ UCOW_API int ucow_handle_fault(void *addr);
  * (_exit, abort, siglongjmp under the signal backend). With no handler (NULL,
  * the default) ucow writes one line naming the address and the cause to
  * stderr and aborts. For tests, UCOW_FAILPOINT_FILL=N in the environment
- * makes the next N page copies fail with ENOMEM.
+ * makes the next N page copies fail with ENOMEM, and UCOW_FAILPOINT_MAP=N
+ * the first mapping of N pages or more (a window coalesced near the mapping
+ * budget, with N = 64).
  */
 typedef void (*ucow_fault_error_fn)(void *addr, int error, void *arg);
 UCOW_API void ucow_on_fault_error(ucow_fault_error_fn fn, void *arg);

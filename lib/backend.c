@@ -43,6 +43,7 @@ static void init(void)
 	os_init();
 	vma_init();
 	frame_failpoints_init(getenv("UCOW_FAILPOINT_FILL"));
+	region_failpoints_init(getenv("UCOW_FAILPOINT_MAP"));
 	if ((init_error = region_table_init()) != 0)
 		return;
 	/* An unknown name leaves no backend: ucow_create fails until

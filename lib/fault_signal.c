@@ -139,4 +139,6 @@ const struct backend signal_backend = {
 	.map_frame = signal_map_frame,
 	.wrprotect = signal_wrprotect,
 	.make_writable = signal_make_writable,
+	/* mprotect passes over a mapping that is read-only already. */
+	.wp_gap = SIZE_MAX,
 };

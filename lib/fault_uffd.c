@@ -362,4 +362,6 @@ const struct backend uffd_backend = {
 	.map_frame = uffd_map_frame,
 	.wrprotect = uffd_wrprotect,
 	.make_writable = uffd_make_writable,
+	/* UFFDIO_WRITEPROTECT walks every pte in its range: runs only. */
+	.wp_gap = 0,
 };

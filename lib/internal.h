@@ -318,12 +318,16 @@ struct map_run {
 	frame_t f0;
 	int err;
 	size_t mapped; /* pages mapped by the runs flushed so far */
+	bool dry;      /* count the calls only, map nothing */
+	size_t calls;  /* runs flushed so far */
 };
 void run_flush(struct map_run *run);
 /* Whether page i, mapping frame f (or zeros), extends the pending run. */
 bool run_continues(const struct map_run *run, size_t i, frame_t f);
 /* Adds page i, to be mapped read-only from frame f (or zeros). */
 void run_add(struct map_run *run, size_t i, frame_t f);
+/* Adds pages [i, i + n), to be mapped as zeros. */
+void run_add_zeros(struct map_run *run, size_t i, size_t n);
 /*
  * Write-protects the pages of r made writable since the last call, so that
  * the next write to any of them faults. Costs what changed, not the size.
@@ -378,6 +382,11 @@ struct backend {
 	int (*map_frame)(void *addr, size_t size, uint64_t off, bool writable);
 	int (*wrprotect)(void *addr, size_t size);
 	int (*make_writable)(void *addr, size_t size);
+	/*
+	 * Read-only pages between two writable runs that cost less to cover
+	 * in one wrprotect call than a second call costs.
+	 */
+	size_t wp_gap;
 };
 
 extern const struct backend *ucow_backend_ops;
@@ -387,6 +396,8 @@ extern const struct backend uffd_backend;
 /* Maps pages [i, i + n) of r: frames f, f+1, ... or zeros if f is none. */
 int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 		     bool writable);
+/* Reads the failpoint from the environment value (see region.c). */
+void region_failpoints_init(const char *map);
 
 /* Initialises the library once; 0 or negative errno. */
 int ucow_init(void);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -143,9 +144,26 @@ fail_table:
 	return NULL;
 }
 
+/*
+ * A failpoint for tests of the failure path: UCOW_FAILPOINT_MAP=N makes the
+ * first call below for N pages or more fail with ENOMEM (with N = 64 that is
+ * a window coalesced in a fault).
+ */
+static size_t failpoint_map;
+
+void region_failpoints_init(const char *map)
+{
+	failpoint_map = map ? strtoul(map, NULL, 10) : 0;
+}
+
 int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 		     bool writable)
 {
+	size_t fail_at = LOAD_RELAXED(&failpoint_map);
+	if (fail_at && n >= fail_at &&
+	    __atomic_compare_exchange_n(&failpoint_map, &fail_at, 0, false,
+					__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		return -ENOMEM;
 	void *addr = page_addr(r, i);
 	size_t len = n << os_page_shift;
 	if (r->readonly)

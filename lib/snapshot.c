@@ -12,6 +12,9 @@ void run_flush(struct map_run *run)
 {
 	if (!run->n || run->err)
 		goto out;
+	run->calls++;
+	if (run->dry)
+		goto out;
 	run->err = region_map_pages(run->r, run->start, run->n, run->f0, false);
 	if (!run->err)
 		run->mapped += run->n;
@@ -38,52 +41,205 @@ void run_add(struct map_run *run, size_t i, frame_t f)
 	run->f0 = f;
 }
 
-int region_wrprotect(ucow_region *r)
+void run_add_zeros(struct map_run *run, size_t i, size_t n)
+{
+	if (!n)
+		return;
+	run_add(run, i, FRAME_NONE);
+	run->n += n - 1;
+}
+
+/*
+ * Clears PTE_WRITE on the writable runs of [lo, hi), which the kernel has
+ * just write-protected, and accounts the mappings that merge again. Where
+ * the one call for the whole span failed, each run is tried on its own.
+ */
+static int wrprotect_runs(ucow_region *r, size_t lo, size_t hi, int span_err)
 {
 	struct pgtable *pt = &r->pt;
-	for (size_t l = leaf_next(pt->write_leaves, pt->nleaves, 0);
-	     l < pt->nleaves; l = leaf_next(pt->write_leaves, pt->nleaves, l + 1)) {
-		size_t end = (l + 1) << PTE_LEAF_SHIFT;
-		if (end > r->npages)
-			end = r->npages;
-		for (size_t i = l << PTE_LEAF_SHIFT; i < end; i++) {
-			if (!(pte_read(pt, i) & PTE_WRITE))
-				continue;
-			size_t j = i;
-			while (j < end && (pte_read(pt, j) & PTE_WRITE))
-				j++;
+	for (size_t i = lo; i < hi; i++) {
+		if (!(i & (PTES_PER_LEAF - 1))) {
+			size_t l = leaf_next(pt->write_leaves, pt->nleaves,
+					     i >> PTE_LEAF_SHIFT);
+			if ((l << PTE_LEAF_SHIFT) >= hi)
+				break;
+			i = l << PTE_LEAF_SHIFT;
+		}
+		if (!(pte_read(pt, i) & PTE_WRITE))
+			continue;
+		size_t j = i;
+		while (j < hi && (pte_read(pt, j) & PTE_WRITE))
+			j++;
+		if (span_err) {
 			int err = ucow_backend_ops->wrprotect(
 				page_addr(r, i), (j - i) << os_page_shift);
 			if (err)
 				return err;
-			long before = vma_window(r, i, j);
-			for (size_t k = i; k < j; k++)
-				pte_set(pt, k, pte_read(pt, k) & ~PTE_WRITE);
-			vma_account(r, vma_window(r, i, j) - before);
+		}
+		long before = vma_window(r, i, j);
+		for (size_t k = i; k < j; k++)
+			pte_set(pt, k, pte_read(pt, k) & ~PTE_WRITE);
+		vma_account(r, vma_window(r, i, j) - before);
+		i = j;
+	}
+	return 0;
+}
+
+static int wrprotect_span(ucow_region *r, size_t lo, size_t hi)
+{
+	int err = ucow_backend_ops->wrprotect(page_addr(r, lo),
+					      (hi - lo) << os_page_shift);
+	return wrprotect_runs(r, lo, hi, err);
+}
+
+/*
+ * One system call covers neighbouring writable runs when the backend says
+ * the read-only pages between them cost less than a call (mprotect passes
+ * over a mapping that has the protection asked for already); the calls then
+ * grow with the clusters of changed pages, not with the pages.
+ */
+int region_wrprotect(ucow_region *r)
+{
+	struct pgtable *pt = &r->pt;
+	size_t gap = ucow_backend_ops->wp_gap, lo = 0, hi = 0;
+	for (size_t l = leaf_next(pt->write_leaves, pt->nleaves, 0);
+	     l < pt->nleaves; l = leaf_next(pt->write_leaves, pt->nleaves, l + 1)) {
+		size_t end = leaf_end(pt, l);
+		for (size_t i = l << PTE_LEAF_SHIFT; i < end; i++) {
+			if (!(pte_read(pt, i) & PTE_WRITE))
+				continue;
+			size_t j = i + 1;
+			while (j < end && (pte_read(pt, j) & PTE_WRITE))
+				j++;
+			if (hi > lo && i - hi > gap) {
+				int err = wrprotect_span(r, lo, hi);
+				if (err)
+					return err;
+				lo = hi;
+			}
+			if (hi == lo)
+				lo = i;
+			hi = j;
 			i = j;
 		}
+	}
+	if (hi > lo) {
+		int err = wrprotect_span(r, lo, hi);
+		if (err)
+			return err;
 	}
 	leaf_clear_all(pt->write_leaves, pt->nleaves);
 	return 0;
 }
 
-/* dst (new, all zero pages) maps every frame of src read-only. */
-static int share_all(ucow_region *dst, const ucow_region *src)
+/*
+ * Most pages of a region usually map frames at one distance from their page
+ * number: the home they were first written in. A copy then maps the span of
+ * those pages with one call at that distance, the *backdrop*, and maps over
+ * it only the pages at another distance and the zero pages under it: after
+ * d scattered writes since the last copy, d + 1 calls instead of 2d.
+ */
+struct backdrop {
+	int64_t delta; /* frame - page number of the pages it covers */
+	size_t lo, hi; /* the pages it spans, [lo, hi); lo == hi: none */
+};
+
+static int64_t frame_delta(frame_t f, size_t i)
+{
+	return (int64_t)f - (int64_t)i;
+}
+
+/*
+ * Feeds `run` the pages of src that the copy maps on top of its backdrop
+ * (every frame when there is none). With dst, also takes a reference to
+ * every frame and sets dst's ptes.
+ */
+static void share_walk(struct map_run *run, const ucow_region *src,
+		       const struct backdrop *bd, ucow_region *dst)
 {
 	const struct pgtable *pt = &src->pt;
-	struct map_run run = {.r = dst};
+	size_t zeros_from = bd->lo; /* pages under bd before it are fed */
 	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
 	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1)) {
-		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(&src->pt, l); i++) {
+		size_t start = l << PTE_LEAF_SHIFT, end = leaf_end(pt, l);
+		if (zeros_from < start && zeros_from < bd->hi)
+			run_add_zeros(run, zeros_from,
+				      (start < bd->hi ? start : bd->hi) - zeros_from);
+		for (size_t i = start; i < end; i++) {
+			frame_t f = pte_frame(pte_read(pt, i));
+			bool under = i >= bd->lo && i < bd->hi;
+			if (f != FRAME_NONE && dst) {
+				frame_get(f);
+				pte_set(&dst->pt, i, f);
+			}
+			if (f == FRAME_NONE ? !under
+					    : under && frame_delta(f, i) == bd->delta)
+				continue;
+			run_add(run, i, f);
+		}
+		if (zeros_from < end)
+			zeros_from = end;
+	}
+	run_flush(run);
+}
+
+/* The distance most frames of src share (Boyer-Moore majority vote). */
+static int64_t common_delta(const struct pgtable *pt)
+{
+	int64_t delta = 0;
+	size_t votes = 0;
+	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
+	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1))
+		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(pt, l); i++) {
 			frame_t f = pte_frame(pte_read(pt, i));
 			if (f == FRAME_NONE)
 				continue;
-			frame_get(f);
-			pte_set(&dst->pt, i, f);
-			run_add(&run, i, f);
+			if (!votes)
+				delta = frame_delta(f, i);
+			if (frame_delta(f, i) == delta)
+				votes++;
+			else
+				votes--;
 		}
-	}
-	run_flush(&run);
+	return delta;
+}
+
+/* A backdrop for copying src, where it saves calls; else an empty one. */
+static struct backdrop plan_backdrop(const ucow_region *src)
+{
+	const struct pgtable *pt = &src->pt;
+	struct backdrop none = {0, 0, 0};
+	struct map_run plain = {.dry = true}, over = {.dry = true};
+	share_walk(&plain, src, &none, NULL);
+	if (plain.calls < 3)
+		return none;
+	struct backdrop bd = {.delta = common_delta(pt), .lo = SIZE_MAX};
+	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
+	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1))
+		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(pt, l); i++) {
+			frame_t f = pte_frame(pte_read(pt, i));
+			if (f == FRAME_NONE || frame_delta(f, i) != bd.delta)
+				continue;
+			if (bd.lo == SIZE_MAX)
+				bd.lo = i;
+			bd.hi = i + 1;
+		}
+	if (bd.lo == SIZE_MAX || bd.delta + (int64_t)bd.lo <= 0)
+		return none;
+	share_walk(&over, src, &bd, NULL);
+	return over.calls + 1 < plain.calls ? bd : none;
+}
+
+/* dst (new, all zero pages) maps every frame of src read-only. */
+static int share_all(ucow_region *dst, const ucow_region *src)
+{
+	struct backdrop bd = plan_backdrop(src);
+	struct map_run run = {.r = dst};
+	if (bd.hi > bd.lo)
+		run.err = region_map_pages(dst, bd.lo, bd.hi - bd.lo,
+					   (frame_t)(bd.delta + (int64_t)bd.lo),
+					   false);
+	share_walk(&run, src, &bd, dst);
 	return run.err;
 }
 

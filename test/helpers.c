@@ -118,6 +118,19 @@ long read_long(const char *path)
 	return v;
 }
 
+long count_lines(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long n = 0;
+	int c;
+	if (!f)
+		return -1;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
 size_t page_size(void)
 {
 	return (size_t)sysconf(_SC_PAGESIZE);
@@ -238,6 +251,22 @@ bool mapping_perms(const void *addr, char perms[5])
 			found = true;
 		}
 	}
+	fclose(f);
+	return found;
+}
+
+long mapping_inode(const void *addr)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return -1;
+	unsigned long lo, hi, inode;
+	long found = -1;
+	char line[512];
+	while (found < 0 && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &inode) == 3 &&
+		    (uintptr_t)addr >= lo && (uintptr_t)addr < hi)
+			found = (long)inode;
 	fclose(f);
 	return found;
 }

@@ -86,6 +86,8 @@ void stderr_capture_end(struct stderr_capture *c, char *buf, size_t len);
 
 /* The first number in a file (a /proc setting), or -1. */
 long read_long(const char *path);
+/* Lines in a file (/proc/self/maps: the process's mappings), or -1. */
+long count_lines(const char *path);
 size_t page_size(void);
 /* Whether ucow_backend() is `name` (false if ucow_backend() fails). */
 bool backend_is(const char *name);
@@ -117,6 +119,8 @@ bool stats_equal(const struct ucow_stats *a, const struct ucow_stats *b);
 
 /* Permissions ("rw-p", ...) of the mapping holding addr in /proc/self/maps. */
 bool mapping_perms(const void *addr, char perms[5]);
+/* Inode of the file mapped at addr (0: anonymous memory), or -1. */
+long mapping_inode(const void *addr);
 /* Whether a file descriptor of this process is a memfd. */
 bool has_memfd_open(void);
 

@@ -1,7 +1,8 @@
 /*
  * A write fault that cannot be served (here: a failed page copy, injected
- * with UCOW_FAILPOINT_FILL) never continues with wrong memory: the program's
- * handler is called, or ucow says why and aborts.
+ * with UCOW_FAILPOINT_FILL, or a failed mapping, UCOW_FAILPOINT_MAP) never
+ * continues with wrong memory: the program's handler is called, or ucow says
+ * why and aborts.
  */
 #include <CUnit/CUnit.h>
 #include <errno.h>
@@ -105,46 +106,80 @@ static ucow_region *fill_mapping_budget(void)
 }
 
 /*
- * A coalesce (near the mapping budget) that fails half-way: the page it had
- * write-protected must read as read-only in the table, or its next write
- * would fault for ever, and the frames it had taken must come back. Signal
- * backend: the handler leaves the fault with siglongjmp, so the failed state
- * is what the program sees next. The window of a: page 0 a zero page (taken
- * with no copy), page 1 written and reused (writable, outside a's home: it
- * is protected, then its copy fails), page 2 read-only. No page copy
- * (frame_fill) may run before the coalesce: the failpoint fails the first
- * one, and zero fills and reuses copy nothing. A small UCOW_MAP_BUDGET
- * reaches the budget in a few hundred faults on any machine.
+ * The window of region *a near the mapping budget (UCOW_MAP_BUDGET=256
+ * reaches it in a few hundred faults on any machine): page 0 a zero page,
+ * page 1 written and reused (writable, outside a's home), page 2 read-only.
+ * A write to page 3 coalesces the window, and the failpoint `name` makes
+ * that fail. Signal backend: the handler leaves the fault with siglongjmp,
+ * so the failed state is what the program sees next. Checks what any failed
+ * coalesce must leave: the handler called once, page 1 read-only in the
+ * table (or its next write would fault for ever), every frame taken given
+ * back. *b holds the budget.
  */
-static int coalesce_failure_leaves_the_table_true(void)
+static void coalesce_that_fails(const char *name, const char *value,
+				ucow_region **a, ucow_region **b)
 {
-	CHECK(setenv("UCOW_FAILPOINT_FILL", "1", 1) == 0);
+	CHECK(setenv(name, value, 1) == 0);
 	CHECK(setenv("UCOW_MAP_BUDGET", "256", 1) == 0);
 	CHECK(ucow_set_backend("sigsegv") == 0);
 	CHECK(global_stats().mapping_budget == 256);
-	ucow_region *a = ucow_create(64 * page_size());
-	CHECK(a != NULL);
-	page_of(a, 2)[0] = 12;
-	page_of(a, 1)[0] = 11;
-	ucow_destroy(ucow_snapshot(a)); /* a gets a new home: pages 1, 2 leave it */
-	page_of(a, 1)[0] = 21;          /* a reuse: writable, outside the home */
-	CHECK(stats_of(a).writable_pages == 1 && stats_of(a).cow_copies == 0);
-	ucow_region *b = fill_mapping_budget();
+	*a = ucow_create(64 * page_size());
+	CHECK(*a != NULL);
+	page_of(*a, 2)[0] = 12;
+	page_of(*a, 1)[0] = 11;
+	ucow_destroy(ucow_snapshot(*a)); /* new home: pages 1, 2 leave it */
+	page_of(*a, 1)[0] = 21;          /* a reuse: writable, outside the home */
+	CHECK(stats_of(*a).writable_pages == 1 && stats_of(*a).cow_copies == 0);
+	*b = fill_mapping_budget();
 	size_t frames = global_stats().frames;
 
 	static int calls;
 	ucow_on_fault_error(leave_the_fault, &calls);
 	if (sigsetjmp(leave_fault, 1) == 0)
-		page_of(a, 3)[0] = 30; /* coalesces; page 1's copy fails */
+		page_of(*a, 3)[0] = 30;
 	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
-	CHECK(stats_of(a).writable_pages == 0);
+	CHECK(stats_of(*a).writable_pages == 0 && stats_of(*a).coalesced == 0);
 	CHECK(global_stats().frames == frames);
-	page_of(a, 1)[1] = 22; /* faults once more and is served */
-	CHECK(page_of(a, 1)[0] == 21 && page_of(a, 1)[1] == 22);
-	CHECK(page_of(a, 2)[0] == 12 && page_of(a, 0)[0] == 0);
+}
+
+static void destroy_both(ucow_region *a, ucow_region *b)
+{
 	ucow_destroy(b);
 	ucow_destroy(a);
 	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+}
+
+/*
+ * Page 1's copy fails, half-way through the window: page 1 had been
+ * write-protected and page 0 had taken a frame. No page copy (frame_fill)
+ * may run before: the failpoint fails the first one, and zero fills and
+ * reuses copy nothing.
+ */
+static int coalesce_failure_leaves_the_table_true(void)
+{
+	ucow_region *a, *b;
+	coalesce_that_fails("UCOW_FAILPOINT_FILL", "1", &a, &b);
+	page_of(a, 1)[1] = 22; /* faults once more and is served */
+	CHECK(page_of(a, 1)[0] == 21 && page_of(a, 1)[1] == 22);
+	CHECK(page_of(a, 2)[0] == 12 && page_of(a, 0)[0] == 0);
+	destroy_both(a, b);
+	return 0;
+}
+
+/*
+ * The one mapping of the window fails, after every page took its frame in
+ * the home (zero pages with no copy, pages 1 and 2 copied there). The next
+ * write coalesces again, and maps.
+ */
+static int coalesce_map_failure_gives_the_frames_back(void)
+{
+	ucow_region *a, *b;
+	coalesce_that_fails("UCOW_FAILPOINT_MAP", "64", &a, &b);
+	page_of(a, 3)[0] = 30;
+	CHECK(stats_of(a).coalesced > 0);
+	CHECK(page_of(a, 1)[0] == 21 && page_of(a, 2)[0] == 12);
+	CHECK(page_of(a, 3)[0] == 30 && page_of(a, 0)[0] == 0);
+	destroy_both(a, b);
 	return 0;
 }
 
@@ -175,6 +210,8 @@ const struct child_scenario failure_scenarios[] = {
 	{"copy-failure-calls-the-handler", copy_failure_calls_the_handler},
 	{"coalesce-failure-leaves-the-table-true",
 	 coalesce_failure_leaves_the_table_true},
+	{"coalesce-map-failure-gives-the-frames-back",
+	 coalesce_map_failure_gives_the_frames_back},
 	{"map-budget-out-of-range-is-ignored", map_budget_out_of_range_is_ignored},
 	{NULL, NULL},
 };
@@ -206,6 +243,12 @@ static void test_coalesce_failure_leaves_the_table_true(void)
 		run_scenario("coalesce-failure-leaves-the-table-true"), 0));
 }
 
+static void test_coalesce_map_failure_gives_the_frames_back(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("coalesce-map-failure-gives-the-frames-back"), 0));
+}
+
 static void test_map_budget_out_of_range_is_ignored(void)
 {
 	CU_ASSERT(CHILD_EXITED(
@@ -218,6 +261,7 @@ void add_failure_suite(void)
 		TEST(test_copy_failure_aborts_with_a_clear_line),
 		TEST(test_copy_failure_calls_the_program_handler),
 		TEST(test_coalesce_failure_leaves_the_table_true),
+		TEST(test_coalesce_map_failure_gives_the_frames_back),
 		TEST(test_map_budget_out_of_range_is_ignored),
 		{NULL, NULL},
 	};

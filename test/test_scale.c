@@ -12,19 +12,6 @@
 
 #include "helpers.h"
 
-static long count_lines(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long n = 0;
-	int c;
-	if (!f)
-		return -1;
-	while ((c = fgetc(f)) != EOF)
-		n += c == '\n';
-	fclose(f);
-	return n;
-}
-
 /* A field of /proc/self/status or /proc/meminfo, in KiB. */
 static long proc_kib(const char *path, const char *field)
 {

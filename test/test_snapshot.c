@@ -307,6 +307,82 @@ static void test_destroy_source_before_snapshot(void)
 	ucow_destroy(snap);
 }
 
+/* Page p of r holds fill_pages(seed), or zeros (seed 0), mapped as such. */
+static bool page_is(const ucow_region *r, size_t p, unsigned seed)
+{
+	long inode = mapping_inode(page_of(r, p));
+	if (!seed)
+		return inode == 0 && is_zero(page_of(r, p), page_size());
+	return inode > 0 && pages_match(ucow_base(r), p, 1, seed);
+}
+
+/*
+ * A copy maps the span of the pages that share one home with one call and
+ * maps over it the pages that differ and the zero pages. Every page must
+ * read right; a zero page must stay anonymous memory (a memfd hole would
+ * cost a page when read and show a frame written later); the kernel's
+ * mappings must match ucow's estimate.
+ */
+static void test_copy_after_scattered_writes_maps_every_page_right(void)
+{
+	enum { N = 2048 };
+	static const size_t holes[] = {0, 100, 101, 700};
+	static const size_t writes[] = {3, 101, 257, 511, 512, 1700, 1800, 2046};
+	size_t ps = page_size();
+	unsigned want[N];
+	ucow_region *probe = ucow_create(ps);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(probe);
+	long maps0 = count_lines("/proc/self/maps");
+	long est0 = (long)global_stats().mappings;
+	ucow_region *src = ucow_create(N * ps);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	for (size_t p = 0; p < N; p++)
+		want[p] = p / 512 == 2 ? 0 : 1; /* the third leaf never written */
+	for (size_t k = 0; k < sizeof holes / sizeof *holes; k++)
+		want[holes[k]] = 0;
+	for (size_t p = N; p-- > 0;) /* downwards: no fault-around */
+		if (want[p])
+			fill_pages(ucow_base(src), p, 1, want[p]);
+	ucow_region *old = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(old);
+	for (size_t k = 0; k < sizeof writes / sizeof *writes; k++) {
+		fill_pages(ucow_base(src), writes[k], 1, 2);
+		want[writes[k]] = 2;
+	}
+	ucow_region *snap = ucow_snapshot(src), *clone = ucow_clone(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(clone);
+	size_t wrong = 0;
+	for (size_t p = 0; p < N; p++)
+		wrong += !page_is(snap, p, want[p]) + !page_is(clone, p, want[p]);
+	CU_ASSERT_EQUAL(wrong, 0);
+	long real = count_lines("/proc/self/maps") - maps0;
+	long est = (long)global_stats().mappings - est0;
+	CU_ASSERT(real > 40);
+	/* TSan shadows a large mmap with mappings of its own. */
+	if (!sanitizer_is("tsan"))
+		CU_ASSERT_EQUAL(est, real);
+
+	/* The source's scattered writable pages were all write-protected. */
+	for (size_t k = 0; k < sizeof writes / sizeof *writes; k++)
+		fill_pages(ucow_base(src), writes[k], 1, 4);
+	for (size_t k = 0; k < sizeof writes / sizeof *writes; k++)
+		wrong += !page_is(snap, writes[k], 2) + !page_is(clone, writes[k], 2);
+	CU_ASSERT_EQUAL(wrong, 0);
+	fill_pages(ucow_base(clone), 100, 1, 3);
+	fill_pages(ucow_base(clone), 1024, 1, 3);
+	fill_pages(ucow_base(clone), 5, 1, 3);
+	CU_ASSERT(pages_match(ucow_base(clone), 100, 1, 3));
+	CU_ASSERT(page_is(src, 100, 0) && page_is(snap, 1024, 0));
+	CU_ASSERT(page_is(src, 5, 1) && page_is(snap, 5, 1) && page_is(old, 5, 1));
+	ucow_destroy(clone);
+	ucow_destroy(snap);
+	ucow_destroy(old);
+	ucow_destroy(src);
+	CU_ASSERT_EQUAL((long)global_stats().mappings, est0);
+	ucow_destroy(probe);
+}
+
 void add_snapshot_suite(void)
 {
 	static const struct test_case tests[] = {
@@ -325,6 +401,7 @@ void add_snapshot_suite(void)
 		TEST(test_revert_in_place_into_an_owned_read_only_page),
 		TEST(test_destroy_snapshot_before_source),
 		TEST(test_destroy_source_before_snapshot),
+		TEST(test_copy_after_scattered_writes_maps_every_page_right),
 		{ NULL, NULL },
 	};
 	add_suite("snapshot", tests);
