@@ -254,8 +254,9 @@ UCOW_API int ucow_handle_fault(void *addr);
  * the default) ucow writes one line naming the address and the cause to
  * stderr and aborts. For tests, UCOW_FAILPOINT_FILL=N in the environment
  * makes the next N page copies fail with ENOMEM, and UCOW_FAILPOINT_MAP=N
- * the first mapping of N pages or more (a window coalesced near the mapping
- * budget, with N = 64).
+ * the first mapping of N pages or more of a region's pages (a window that a
+ * fault coalesces near the mapping budget is 64 pages; a clone's or
+ * snapshot's backdrop, see the README, spans most of the region).
  */
 typedef void (*ucow_fault_error_fn)(void *addr, int error, void *arg);
 UCOW_API void ucow_on_fault_error(ucow_fault_error_fn fn, void *arg);

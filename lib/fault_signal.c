@@ -140,5 +140,5 @@ const struct backend signal_backend = {
 	.wrprotect = signal_wrprotect,
 	.make_writable = signal_make_writable,
 	/* mprotect passes over a mapping that is read-only already. */
-	.wp_gap = SIZE_MAX,
+	.wp_gap = 512,
 };

@@ -383,8 +383,8 @@ struct backend {
 	int (*wrprotect)(void *addr, size_t size);
 	int (*make_writable)(void *addr, size_t size);
 	/*
-	 * Read-only pages between two writable runs that cost less to cover
-	 * in one wrprotect call than a second call costs.
+	 * Most read-only pages between two writable runs that one wrprotect
+	 * call may cover (when they hold few mappings); 0: one call per run.
 	 */
 	size_t wp_gap;
 };

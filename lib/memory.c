@@ -214,10 +214,17 @@ int do_wp_page(ucow_region *r, size_t i, bool around)
 	if (r->readonly)
 		return -EPERM;
 	pte_t pte = pte_lock(&r->pt, i);
-	/* Another thread resolved it while we waited: just retry the access. */
+	/*
+	 * Another thread resolved it while we waited: retry the access. The
+	 * page is made writable again (a no-op, as a rule) so that a kernel
+	 * protection that disagrees with the table, left by a write-protect
+	 * that failed half-way, cannot make the write fault for ever.
+	 */
 	if (pte & PTE_WRITE) {
+		int err = ucow_backend_ops->make_writable(page_addr(r, i),
+							  os_page_size);
 		pte_unlock(&r->pt, i, pte);
-		return 0;
+		return err;
 	}
 	frame_t f = pte_frame(pte);
 	if (f != FRAME_NONE && frame_count(f) == 1)

@@ -183,6 +183,56 @@ static int coalesce_map_failure_gives_the_frames_back(void)
 	return 0;
 }
 
+/*
+ * A snapshot whose backdrop (one mapping of 1,000 pages or more) cannot be
+ * mapped fails with ENOMEM and gives back all it took: the source keeps its
+ * content, frames and mappings, and its pages stay its own (a write to one
+ * is a reuse). Holes keep the first snapshot's runs under 1,000 pages, so
+ * the snapshot fails only if it maps a backdrop after scattered writes.
+ */
+static int snapshot_map_failure_changes_no_content(void)
+{
+	enum { N = 2048 };
+	static const size_t holes[] = {500, 1000, 1500};
+	CHECK(setenv("UCOW_FAILPOINT_MAP", "1000", 1) == 0);
+	ucow_region *src = ucow_create(N * page_size());
+	CHECK(src != NULL);
+	for (size_t p = N; p-- > 0;) /* downwards: no fault-around */
+		if (p != holes[0] && p != holes[1] && p != holes[2])
+			fill_pages(ucow_base(src), p, 1, 1);
+	ucow_region *old = ucow_snapshot(src);
+	CHECK(old != NULL);
+	for (size_t p = 7; p < N; p += 211)
+		fill_pages(ucow_base(src), p, 1, 2);
+	struct ucow_global_stats before = global_stats();
+
+	errno = 0;
+	CHECK(ucow_snapshot(src) == NULL && errno == ENOMEM);
+	struct ucow_global_stats after = global_stats();
+	CHECK(after.frames == before.frames && after.regions == before.regions);
+	CHECK(after.mappings == before.mappings);
+	for (size_t p = 0; p < N; p++) {
+		unsigned seed = p % 211 == 7 ? 2 : 1;
+		if (p == holes[0] || p == holes[1] || p == holes[2])
+			CHECK(is_zero(page_of(src, p), page_size()));
+		else
+			CHECK(pages_match(ucow_base(src), p, 1, seed));
+	}
+	struct ucow_stats s = stats_of(src);
+	fill_pages(ucow_base(src), 7, 1, 3);
+	CHECK(stats_of(src).cow_reuses == s.cow_reuses + 1);
+	CHECK(global_stats().frames == before.frames);
+
+	ucow_region *snap = ucow_snapshot(src); /* the failpoint fired once */
+	CHECK(snap != NULL && pages_match(ucow_base(snap), 7, 1, 3));
+	CHECK(pages_match(ucow_base(snap), 218, 1, 2));
+	ucow_destroy(snap);
+	ucow_destroy(old);
+	ucow_destroy(src);
+	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+	return 0;
+}
+
 /* A budget above half of vm.max_map_count is refused, said, and the
  * default kept. */
 static int map_budget_out_of_range_is_ignored(void)
@@ -212,6 +262,8 @@ const struct child_scenario failure_scenarios[] = {
 	 coalesce_failure_leaves_the_table_true},
 	{"coalesce-map-failure-gives-the-frames-back",
 	 coalesce_map_failure_gives_the_frames_back},
+	{"snapshot-map-failure-changes-no-content",
+	 snapshot_map_failure_changes_no_content},
 	{"map-budget-out-of-range-is-ignored", map_budget_out_of_range_is_ignored},
 	{NULL, NULL},
 };
@@ -249,6 +301,12 @@ static void test_coalesce_map_failure_gives_the_frames_back(void)
 		run_scenario("coalesce-map-failure-gives-the-frames-back"), 0));
 }
 
+static void test_snapshot_map_failure_changes_no_content(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("snapshot-map-failure-changes-no-content"), 0));
+}
+
 static void test_map_budget_out_of_range_is_ignored(void)
 {
 	CU_ASSERT(CHILD_EXITED(
@@ -262,6 +320,7 @@ void add_failure_suite(void)
 		TEST(test_copy_failure_calls_the_program_handler),
 		TEST(test_coalesce_failure_leaves_the_table_true),
 		TEST(test_coalesce_map_failure_gives_the_frames_back),
+		TEST(test_snapshot_map_failure_changes_no_content),
 		TEST(test_map_budget_out_of_range_is_ignored),
 		{NULL, NULL},
 	};

@@ -224,6 +224,7 @@ int bench_sparse(struct bench *b);   /* figure 4 */
 
 /* The measures of figures 2 and 3, by which the plot finds its lines. */
 extern const char *const bench_m_snap_first, *const bench_m_snap_after;
+extern const char *const bench_m_snap_chain;
 extern const char *const bench_m_revert, *const bench_m_cycle;
 extern const char *const bench_m_revert_in_place, *const bench_m_cycle_in_place;
 

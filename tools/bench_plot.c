@@ -27,6 +27,7 @@ struct line {
 static const struct line lines[] = {
 	{ 2, &bench_m_snap_first, -1, "ucow snapshot, first", "#1f77b4", "" },
 	{ 2, &bench_m_snap_after, -1, "ucow snapshot after 1% changed", "#1f77b4", "6,4" },
+	{ 2, &bench_m_snap_chain, -1, "ucow 10th snapshot, 1% before each", "#1f77b4", "2,3" },
 	{ 2, &bench_m_snap_first, 0, "fork() (parent, until it returns)", "#d62728", "" },
 	{ 3, &bench_m_revert, -1, "ucow revert after 1% changed", "#2ca02c", "" },
 	{ 3, &bench_m_cycle, -1, "ucow write 1% + revert", "#2ca02c", "6,4" },

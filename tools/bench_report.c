@@ -209,7 +209,10 @@ static void print_legend(FILE *f)
 		"  of figures 2 to 5. Each round runs both backends (which goes first\n"
 		"  alternates), then fork(), MAP_PRIVATE and memcpy. A uffd row's first ratio\n"
 		"  is uffd / sigsegv: the uffd backend's target is at most 3 for random writes.\n"
-		"Figure 2 snapshots a new region each round; 1%% = pages chosen at random.\n");
+		"Figure 2 snapshots a new region each round; 1%% = pages chosen at random.\n"
+		"  Its '10th' row: the region written (a new 1%%) and snapshotted again 8\n"
+		"  times after the 'after 1%%' snapshot, each snapshot replacing the one\n"
+		"  before (a checkpoint each period); the last one is timed.\n");
 }
 
 void bench_print_table(const struct bench *b, FILE *f)

@@ -1,10 +1,11 @@
 /*
  * ucow bench, figures 2 and 3: cost against size.
  *
- * 2. Snapshot of a populated region (the first one, and one after 1% of the
- *    pages changed) against fork() of a process with the same heap, timed in
- *    the parent until fork() returns (the child exits at once; waitpid is
- *    not timed).
+ * 2. Snapshot of a populated region (the first one, one after 1% of the
+ *    pages changed, and the 10th of a row with a new 1% changed before each,
+ *    each replacing the previous one) against fork() of a process with the
+ *    same heap, timed in the parent until fork() returns (the child exits at
+ *    once; waitpid is not timed).
  * 3. Revert after 1% of the pages changed against a fork server's reset: the
  *    parent forks a child that writes 1% of the pages and exits, timed from
  *    fork() to the end of waitpid(). The same, with ucow's 1% writes counted
@@ -29,6 +30,7 @@
 /* The measures' names: the plot finds its lines by them (bench_plot.c). */
 const char *const bench_m_snap_first = "snapshot, first";
 const char *const bench_m_snap_after = "snapshot after 1% changed";
+const char *const bench_m_snap_chain = "snapshot after 1% changed, 10th";
 const char *const bench_m_revert = "revert after 1% changed";
 const char *const bench_m_cycle = "write 1% + revert";
 const char *const bench_m_revert_in_place = "revert in place, same 1% changed";
@@ -104,16 +106,48 @@ static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, doubl
 
 /* ---- figure 2 ---- */
 
-static int ucow_snap_round(struct size_run *z, unsigned round, double *first, double *after,
-			   struct bench_counters *c)
+/* Snapshots in a row of the chain row, each after 1% changed. */
+#define SNAP_CHAIN 10
+
+/* The times of one round of figure 2, and the writes' counters. */
+struct snap_times {
+	double first, after, chain;
+	struct bench_counters after_c, chain_c;
+};
+
+/*
+ * A program that keeps the latest of a series of snapshots (a checkpoint
+ * every period): from the second snapshot, each of the next ones is taken
+ * after a new random 1% changed, and the previous one then destroyed. The
+ * last one is timed.
+ */
+static int snap_chain(struct size_run *z, ucow_region *r, ucow_region **snap,
+		      unsigned round, struct snap_times *t)
+{
+	double w;
+	for (unsigned k = 2; k < SNAP_CHAIN; k++) {
+		ucow_region *next = NULL;
+		uint64_t seed = round_seed(z, round) * SNAP_CHAIN + k;
+		if (write_sample(z, r, seed, &w, &t->chain_c) ||
+		    timed_snapshot(r, &next, &t->chain))
+			return 1;
+		ucow_destroy(*snap);
+		*snap = next;
+	}
+	return 0;
+}
+
+static int ucow_snap_round(struct size_run *z, unsigned round, struct snap_times *t)
 {
 	ucow_region *snap1 = NULL, *snap2 = NULL, *r = populated_region(z);
-	double t;
-	int rc = !r || timed_snapshot(r, &snap1, first) ||
-		 write_sample(z, r, round_seed(z, round), &t, c) ||
-		 timed_snapshot(r, &snap2, after);
-	ucow_destroy(snap2);
+	double w;
+	int rc = !r || timed_snapshot(r, &snap1, &t->first) ||
+		 write_sample(z, r, round_seed(z, round), &w, &t->after_c) ||
+		 timed_snapshot(r, &snap2, &t->after);
 	ucow_destroy(snap1);
+	if (!rc)
+		rc = snap_chain(z, r, &snap2, round, t);
+	ucow_destroy(snap2);
 	ucow_destroy(r);
 	return rc;
 }
@@ -127,21 +161,28 @@ static int figure2(struct size_run *z)
 		return 1;
 	struct bench_row *first = bench_row_new(b, 2, bench_m_snap_first, z->size, UNIT_SECONDS);
 	struct bench_row *after = bench_row_new(b, 2, bench_m_snap_after, z->size, UNIT_SECONDS);
-	if (!first || !after)
+	struct bench_row *chain = bench_row_new(b, 2, bench_m_snap_chain, z->size, UNIT_SECONDS);
+	if (!first || !after || !chain)
 		return bench_lib_error("malloc", ENOMEM);
 	bench_row_alt(first, "fork(), same heap");
 	bench_row_alt(after, "fork() after 1% changed");
-	after->has_counters = true;
-	double u1, u2, k1, k2;
+	bench_row_alt(chain, "fork() after 1% changed");
+	after->has_counters = chain->has_counters = true;
+	struct snap_times t;
+	double k1, k2;
 	for (unsigned r = 0; r < b->rounds; r++) {
 		bench_progress(b, "round %u/%u", r + 1, b->rounds);
-		if (ucow_snap_round(z, r, &u1, &u2, &after->counters) || kern_fork(b, &k1) ||
+		if (ucow_snap_round(z, r, &t) || kern_fork(b, &k1) ||
 		    kern_write(b, z->count, round_seed(z, r)) || kern_fork(b, &k2))
 			return 1;
-		bench_add(&first->ucow, u1);
+		bench_add(&first->ucow, t.first);
 		bench_add(&first->alt[0], k1);
-		bench_add(&after->ucow, u2);
+		bench_add(&after->ucow, t.after);
 		bench_add(&after->alt[0], k2);
+		bench_add(&chain->ucow, t.chain);
+		bench_add(&chain->alt[0], k2);
+		after->counters = t.after_c;
+		chain->counters = t.chain_c;
 	}
 	return 0;
 }
