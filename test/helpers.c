@@ -255,6 +255,22 @@ bool mapping_perms(const void *addr, char perms[5])
 	return found;
 }
 
+long mappings_in(const void *addr, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return -1;
+	uintptr_t a = (uintptr_t)addr;
+	unsigned long lo, hi;
+	long n = 0;
+	char line[512];
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && lo < a + len && hi > a)
+			n++;
+	fclose(f);
+	return n;
+}
+
 long mapping_inode(const void *addr)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
