@@ -63,9 +63,12 @@ UCOW_API ucow_region *ucow_create(size_t size);
 /*
  * Creates a writable copy of `src` (a region, clone or snapshot). The copy
  * shares every page with `src` until either side writes it. Cost grows with
- * the pages `src` maps, not with its size.
+ * the pages `src` maps, not with its size: a pass over them, and a system
+ * call for each run of pages whose frames do not lie where most of src's do
+ * (after scattered writes, one per page written since src was populated).
  * Returns NULL with errno EINVAL (NULL src), EBADF (destroyed handle),
- * ECHILD (handle inherited across fork) or ENOMEM.
+ * ECHILD (handle inherited across fork) or ENOMEM; src's content is then
+ * unchanged.
  */
 UCOW_API ucow_region *ucow_clone(ucow_region *src);
 
