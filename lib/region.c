@@ -146,8 +146,9 @@ fail_table:
 
 /*
  * A failpoint for tests of the failure path: UCOW_FAILPOINT_MAP=N makes the
- * first call below for N pages or more fail with ENOMEM (with N = 64 that is
- * a window coalesced in a fault).
+ * first call below for N pages or more fail with ENOMEM (a window coalesced
+ * in a fault is 64 pages; a clone's or snapshot's backdrop spans most of
+ * the region).
  */
 static size_t failpoint_map;
 

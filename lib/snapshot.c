@@ -234,6 +234,7 @@ static struct backdrop plan_backdrop(const ucow_region *src)
 	share_walk(&plain, src, &none, NULL);
 	if (plain.calls < 3)
 		return none;
+	/* The vote's delta is some frame's: at least that page sets lo. */
 	struct backdrop bd = {.delta = common_delta(pt), .lo = SIZE_MAX};
 	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
 	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1))
@@ -245,8 +246,6 @@ static struct backdrop plan_backdrop(const ucow_region *src)
 				bd.lo = i;
 			bd.hi = i + 1;
 		}
-	if (bd.lo == SIZE_MAX)
-		return none;
 	share_walk(&over, src, &bd, NULL);
 	return over.calls + 1 < plain.calls ? bd : none;
 }

@@ -235,24 +235,36 @@ bool stats_equal(const struct ucow_stats *a, const struct ucow_stats *b)
 	       a->metadata_bytes == b->metadata_bytes;
 }
 
-bool mapping_perms(const void *addr, char perms[5])
+/* Fields of a line of /proc/self/maps. */
+struct maps_entry {
+	char perms[5];
+	unsigned long inode;
+};
+
+/* The line of the mapping holding addr: true if found. */
+static bool maps_entry_at(const void *addr, struct maps_entry *e)
 {
 	FILE *f = fopen("/proc/self/maps", "r");
 	if (!f)
 		return false;
 	unsigned long lo, hi;
-	char p[5];
 	bool found = false;
 	char line[512];
-	while (!found && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx %4s", &lo, &hi, p) == 3 &&
-		    (uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
-			memcpy(perms, p, 5);
-			found = true;
-		}
-	}
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "%lx-%lx %4s %*s %*s %lu", &lo, &hi, e->perms,
+			       &e->inode) == 4 &&
+			(uintptr_t)addr >= lo && (uintptr_t)addr < hi;
 	fclose(f);
 	return found;
+}
+
+bool mapping_perms(const void *addr, char perms[5])
+{
+	struct maps_entry e;
+	if (!maps_entry_at(addr, &e))
+		return false;
+	memcpy(perms, e.perms, 5);
+	return true;
 }
 
 long mappings_in(const void *addr, size_t len)
@@ -273,18 +285,8 @@ long mappings_in(const void *addr, size_t len)
 
 long mapping_inode(const void *addr)
 {
-	FILE *f = fopen("/proc/self/maps", "r");
-	if (!f)
-		return -1;
-	unsigned long lo, hi, inode;
-	long found = -1;
-	char line[512];
-	while (found < 0 && fgets(line, sizeof(line), f))
-		if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &inode) == 3 &&
-		    (uintptr_t)addr >= lo && (uintptr_t)addr < hi)
-			found = (long)inode;
-	fclose(f);
-	return found;
+	struct maps_entry e;
+	return maps_entry_at(addr, &e) ? (long)e.inode : -1;
 }
 
 bool has_memfd_open(void)
