@@ -75,6 +75,15 @@ UCOW_API ucow_region *ucow_clone(ucow_region *src);
 /*
  * Creates a read-only copy of `src`. A write to a snapshot is a genuine
  * SIGSEGV for the program, never a copy. Errors as ucow_clone().
+ *
+ * When src (writable) then writes a page that it shares with its latest
+ * snapshot alone, src keeps the page where it is and the snapshot takes
+ * the copy (`cow_kept` in the stats): src's pages stay in one mapping, so
+ * that the next snapshot of src costs what changed since this one (a
+ * checkpoint loop: snapshot, write, snapshot, destroy the older one). The
+ * snapshot's content never changes; its kernel mappings do. Not done after
+ * src was reverted to the snapshot (a base rolled back to keeps its
+ * layout), nor while ucow's mappings fill half of its budget.
  */
 UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
 
@@ -165,6 +174,10 @@ struct ucow_stats {
 	size_t writable_pages; /* pages mapped writable now (no fault on write) */
 	uint64_t cow_copies;   /* write faults that copied a shared page */
 	uint64_t cow_reuses;   /* write faults that only made the page writable */
+	uint64_t cow_kept;     /* write faults on a page shared with the region's
+				  latest snapshot alone: the region kept its
+				  frame (made writable in place) and the
+				  snapshot took the copy */
 	uint64_t zero_fills;   /* write faults that gave a never-written page a frame */
 	uint64_t coalesced;    /* pages made private by coalescing (see below) */
 	uint64_t fault_around; /* pages copied ahead of a sequential writer: a

@@ -242,12 +242,17 @@ struct ucow_region {
 	size_t size;            /* bytes, whole pages */
 	size_t npages;
 	size_t va_size;         /* reserved address space, whole chunks */
-	frame_t home;           /* where private copies go; FRAME_NONE for a
-				   snapshot */
+	frame_t home;           /* where private copies go; for a snapshot of
+				   a writable region, where the copies its
+				   source gives it go (wp_page_keep) */
+	ucow_region *snap;      /* the latest snapshot taken of it, or NULL;
+				   the slot may since hold another region,
+				   so the fault path checks before use */
 	struct pgtable pt;
 	long mappings;          /* estimate of its kernel mappings */
 	uint64_t cow_copies;
 	uint64_t cow_reuses;
+	uint64_t cow_kept;      /* faults that kept the frame (wp_page_keep) */
 	uint64_t zero_fills;
 	uint64_t coalesced;     /* pages made private by coalescing */
 	uint64_t fault_around;  /* pages copied ahead by sequential faults */
@@ -275,6 +280,12 @@ void region_publish(ucow_region *r);
  */
 ucow_region *region_fault_enter(uintptr_t addr);
 void region_fault_exit(ucow_region *r);
+/*
+ * Takes a fault reference on r itself, without waiting: false if r is not
+ * live or is held. For a fault that already holds a reference on another
+ * region, which must never wait for a holder (a revert holds two).
+ */
+bool region_fault_tryenter(ucow_region *r);
 /* Normal code: the region containing addr, or NULL. Caller holds the lock. */
 ucow_region *region_find(uintptr_t addr);
 /* Waits until no fault runs on r and new ones wait (global lock held). */
@@ -305,6 +316,12 @@ long vma_delta(const ucow_region *r, size_t i, pte_t old, pte_t new);
 /* Mapping boundaries from page lo - 1 to page hi (inclusive). */
 long vma_window(const ucow_region *r, size_t lo, size_t hi);
 bool vma_over_budget(long delta);
+/*
+ * Whether a fault may keep its frame (wp_page_keep): the writer's page and
+ * the snapshot's each split a mapping, twice what a copy costs, so only
+ * while the mappings in use are under half of the budget.
+ */
+bool vma_keep_fits(void);
 void vma_account(ucow_region *r, long delta);
 /* Recomputes r's estimate from its page table (no fault may run on r). */
 void vma_recount(ucow_region *r);

@@ -1,7 +1,9 @@
 /*
  * The write fault on a copy-on-write page: the userspace mirror of
- * do_wp_page(), wp_page_reuse() and wp_page_copy() in Linux mm/memory.c.
- * Every backend (and ucow_unshare) resolves faults here.
+ * do_wp_page(), wp_page_reuse() and wp_page_copy() in Linux mm/memory.c,
+ * with one case the kernel does not have: wp_page_keep(), where the writer
+ * keeps its frame and its latest snapshot takes the copy. Every backend (and
+ * ucow_unshare) resolves faults here.
  *
  * Async-signal-safe: no malloc, no stdio, no lock that normal code holds;
  * only atomics, the per-page pte lock and system calls.
@@ -63,13 +65,56 @@ static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 }
 
 /*
+ * The writer keeps its frame: a frame shared with no one but the region's
+ * latest snapshot, at the same page, stays the region's (made writable in
+ * place) and the snapshot takes the copy. The kernel has no such case, since
+ * its copies may go anywhere; ours would land in a new home, and after a few
+ * rounds of snapshots and scattered writes the region's pages would lie in
+ * many homes, one mapping each, which every later snapshot maps and counts
+ * again. Kept, they stay where they were first written: one mapping, which
+ * a snapshot maps with one call. It costs one call more per fault (the
+ * snapshot's page is remapped and the writer's made writable).
+ */
+static ucow_region *keep_enter(const ucow_region *r)
+{
+	ucow_region *s = LOAD(&r->snap);
+	if (!s || !region_fault_tryenter(s))
+		return NULL;
+	if (s->readonly && s->npages == r->npages && s->home != FRAME_NONE)
+		return s;
+	region_fault_exit(s);
+	return NULL;
+}
+
+/*
+ * Whether page i of the writer, mapping frame f, can keep it: f has two
+ * users and the other is page i of s, whose pte is then locked. The
+ * snapshot's copy goes to its home + i, so not when f is that frame (the
+ * writer reverted to the snapshot). The writer's pte is locked and both
+ * regions have a fault reference, so no copy or revert can add a user.
+ */
+static bool keep_lock(ucow_region *s, size_t i, frame_t f)
+{
+	pte_t p;
+	if (f == FRAME_NONE || frame_count(f) != 2 ||
+	    s->home + (frame_t)i == f || !pte_trylock(&s->pt, i, &p))
+		return false;
+	if (pte_frame(p) == f)
+		return true;
+	pte_unlock(&s->pt, i, p);
+	return false;
+}
+
+/*
  * Fault-around: a writer that moves in sequence (this fault is at the page
  * after the last one served) gets the following pages copied in the same
  * fault, as the kernel maps a run of pages around a read fault. Only pages
  * that need the same work as page i join: shared ones after a shared page,
- * zero pages after a zero page; the run stops at a page another fault holds.
+ * zero pages after a zero page, pages the writer keeps (shared with s) after
+ * one it keeps; the run stops at a page another fault holds.
  */
-static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f)
+static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f,
+				ucow_region *s)
 {
 	size_t n = 1;
 	if (i == 0 || LOAD_RELAXED(&r->next_fault) != i)
@@ -80,8 +125,9 @@ static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f)
 			break;
 		frame_t g = pte_frame(pte);
 		bool same = !(pte & PTE_WRITE) &&
-			    (f == FRAME_NONE ? g == FRAME_NONE
-					     : g != FRAME_NONE && frame_count(g) > 1);
+			    (s ? keep_lock(s, i + n, g)
+			     : f == FRAME_NONE ? g == FRAME_NONE
+					       : g != FRAME_NONE && frame_count(g) > 1);
 		if (!same) {
 			pte_unlock(&r->pt, i + n, pte);
 			break;
@@ -89,6 +135,38 @@ static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f)
 		n++;
 	}
 	return n;
+}
+
+/*
+ * Pages [i, i + n) of r are shared with the same pages of s alone: copy them
+ * into s's home, map the copies in s, and only then drop s's references to
+ * r's frames and make r's pages writable where they are. The caller holds
+ * both regions' ptes locked.
+ */
+static int wp_page_keep(ucow_region *r, ucow_region *s, size_t i, size_t n)
+{
+	frame_t copy = s->home + (frame_t)i;
+	size_t len = n << os_page_shift;
+	long before = vma_window(s, i, i + n);
+	int err = frame_fill(copy, page_addr(r, i), len);
+	for (size_t k = 0; k < n; k++)
+		frame_get_new(copy + (frame_t)k);
+	if (!err)
+		err = region_map_pages(s, i, n, copy, false);
+	if (err) {
+		for (size_t k = 0; k < n; k++)
+			frame_put(copy + (frame_t)k);
+		return err;
+	}
+	for (size_t k = 0; k < n; k++) {
+		pte_update_locked(&s->pt, i + k, copy + (frame_t)k);
+		frame_put(pte_frame(pte_read(&r->pt, i + k)));
+	}
+	vma_account(s, vma_window(s, i, i + n) - before);
+	COUNT(&r->cow_kept);
+	if (n > 1)
+		ADD(&r->fault_around, n - 1);
+	return ucow_backend_ops->make_writable(page_addr(r, i), len);
 }
 
 /*
@@ -195,7 +273,7 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 		pte_unlock(&r->pt, i, pte);
 		return wp_page_coalesce(r, i);
 	}
-	size_t n = around ? fault_around_lock(r, i, pte_frame(pte)) : 1;
+	size_t n = around ? fault_around_lock(r, i, pte_frame(pte), NULL) : 1;
 	long before = vma_window(r, i, i + n);
 	int err = wp_page_copy(r, i, n);
 	for (size_t k = 0; k < n; k++)
@@ -207,6 +285,39 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 	vma_account(r, vma_window(r, i, i + n) - before);
 	STORE(&r->next_fault, i + n);
 	return 0;
+}
+
+/*
+ * The keep path, when page i's frame is shared with the latest snapshot
+ * alone and the mappings it costs fit: true and *err set, or false to copy
+ * as usual.
+ */
+static bool do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around,
+			    int *err)
+{
+	if (!vma_keep_fits())
+		return false;
+	ucow_region *s = keep_enter(r);
+	if (!s)
+		return false;
+	if (!keep_lock(s, i, pte_frame(pte))) {
+		region_fault_exit(s);
+		return false;
+	}
+	size_t n = around ? fault_around_lock(r, i, pte_frame(pte), s) : 1;
+	long before = vma_window(r, i, i + n);
+	*err = wp_page_keep(r, s, i, n);
+	for (size_t k = 0; k < n; k++) {
+		pte_unlock(&s->pt, i + k, pte_read(&s->pt, i + k));
+		pte_t p = pte_read(&r->pt, i + k);
+		pte_unlock(&r->pt, i + k, *err ? p : p | PTE_WRITE);
+	}
+	region_fault_exit(s);
+	if (!*err) {
+		vma_account(r, vma_window(r, i, i + n) - before);
+		STORE(&r->next_fault, i + n);
+	}
+	return true;
 }
 
 int do_wp_page(ucow_region *r, size_t i, bool around)
@@ -229,6 +340,9 @@ int do_wp_page(ucow_region *r, size_t i, bool around)
 	frame_t f = pte_frame(pte);
 	if (f != FRAME_NONE && frame_count(f) == 1)
 		return do_wp_page_reuse(r, i, pte);
+	int err;
+	if (f != FRAME_NONE && do_wp_page_keep(r, i, pte, around, &err))
+		return err;
 	return do_wp_page_copy(r, i, pte, around);
 }
 

@@ -229,6 +229,16 @@ ucow_region *region_fault_enter(uintptr_t addr)
 	}
 }
 
+bool region_fault_tryenter(ucow_region *r)
+{
+	ADD(&r->active, 1);
+	if (LOAD(&r->state) == REGION_LIVE &&
+	    !(__atomic_load_n(&r->wp_seq, __ATOMIC_SEQ_CST) & 1))
+		return true;
+	SUB(&r->active, 1);
+	return false;
+}
+
 void region_fault_exit(ucow_region *r)
 {
 	SUB(&r->active, 1);

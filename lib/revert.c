@@ -154,6 +154,13 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 		err = revert_ptes(&run, s, in_place);
 	if (run.mapped || err)
 		vma_recount(dst);
+	/*
+	 * A snapshot the program rolls back to is a base, used again and again:
+	 * dst's writes now copy, so that the base keeps the layout it was taken
+	 * with and a revert maps dst back to it (see wp_page_keep).
+	 */
+	if (LOAD_RELAXED(&dst->snap) == src)
+		STORE(&dst->snap, NULL);
 	rehome_commit(s, home);
 	home = FRAME_NONE;
 	region_release(dst);

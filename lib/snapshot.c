@@ -292,6 +292,10 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		goto out;
 	if (!(dst = region_new(src->npages, readonly, &err)))
 		goto out;
+	/* A snapshot of a writable region takes the copies when it writes. */
+	if (readonly && !src->readonly &&
+	    (err = home_alloc(dst->npages, &dst->home)) != 0)
+		goto out;
 	if ((err = rehome_prepare(src, &home)) != 0)
 		goto out;
 	region_hold(src);
@@ -309,6 +313,8 @@ out:
 		errno = -err;
 	} else {
 		region_publish(dst);
+		if (readonly && !src->readonly)
+			STORE(&src->snap, dst);
 	}
 	ucow_unlock(&mask);
 	return dst;

@@ -42,6 +42,7 @@ int ucow_stats(const ucow_region *r, struct ucow_stats *out)
 				  out->private_pages;
 		out->cow_copies = LOAD_RELAXED(&r->cow_copies);
 		out->cow_reuses = LOAD_RELAXED(&r->cow_reuses);
+		out->cow_kept = LOAD_RELAXED(&r->cow_kept);
 		out->zero_fills = LOAD_RELAXED(&r->zero_fills);
 		out->coalesced = LOAD_RELAXED(&r->coalesced);
 		out->fault_around = LOAD_RELAXED(&r->fault_around);

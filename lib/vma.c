@@ -92,6 +92,11 @@ bool vma_over_budget(long delta)
 	return delta > 0 && LOAD_RELAXED(&vmas.in_use) + delta > limit;
 }
 
+bool vma_keep_fits(void)
+{
+	return LOAD_RELAXED(&vmas.in_use) + 4 <= vmas.budget / 2;
+}
+
 void vma_account(ucow_region *r, long delta)
 {
 	if (!delta)

@@ -237,6 +237,7 @@ bool stats_equal(const struct ucow_stats *a, const struct ucow_stats *b)
 
 /* Fields of a line of /proc/self/maps. */
 struct maps_entry {
+	unsigned long lo, offset;
 	char perms[5];
 	unsigned long inode;
 };
@@ -247,13 +248,13 @@ static bool maps_entry_at(const void *addr, struct maps_entry *e)
 	FILE *f = fopen("/proc/self/maps", "r");
 	if (!f)
 		return false;
-	unsigned long lo, hi;
+	unsigned long hi;
 	bool found = false;
 	char line[512];
 	while (!found && fgets(line, sizeof(line), f))
-		found = sscanf(line, "%lx-%lx %4s %*s %*s %lu", &lo, &hi, e->perms,
-			       &e->inode) == 4 &&
-			(uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+		found = sscanf(line, "%lx-%lx %4s %lx %*s %lu", &e->lo, &hi,
+			       e->perms, &e->offset, &e->inode) == 5 &&
+			(uintptr_t)addr >= e->lo && (uintptr_t)addr < hi;
 	fclose(f);
 	return found;
 }
@@ -287,6 +288,14 @@ long mapping_inode(const void *addr)
 {
 	struct maps_entry e;
 	return maps_entry_at(addr, &e) ? (long)e.inode : -1;
+}
+
+long long mapping_offset(const void *addr)
+{
+	struct maps_entry e;
+	if (!maps_entry_at(addr, &e))
+		return -1;
+	return (long long)(e.offset + ((uintptr_t)addr - e.lo));
 }
 
 bool has_memfd_open(void)

@@ -123,6 +123,8 @@ bool mapping_perms(const void *addr, char perms[5]);
 long mappings_in(const void *addr, size_t len);
 /* Inode of the file mapped at addr (0: anonymous memory), or -1. */
 long mapping_inode(const void *addr);
+/* Offset in its file of the byte mapped at addr, or -1. */
+long long mapping_offset(const void *addr);
 /* Whether a file descriptor of this process is a memfd. */
 bool has_memfd_open(void);
 

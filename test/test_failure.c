@@ -78,6 +78,32 @@ static int copy_failure_calls_the_handler(void)
 	return 0;
 }
 
+/*
+ * The same when the writer keeps its frame and the snapshot is to take the
+ * copy: after the failure the snapshot still shares the page and reads its
+ * old bytes; the retry gives it the copy.
+ */
+static int keep_failure_calls_the_handler(void)
+{
+	CHECK(setenv("UCOW_FAILPOINT_FILL", "1", 1) == 0);
+	static int one = 1;
+	ucow_on_fault_error(record_error, &one);
+	ucow_region *src = make_filled(PAGES, PAGES, 61);
+	CHECK(src != NULL);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	char *target = page_of(src, 2) + 5;
+	*target = 42;
+	CHECK(__atomic_load_n(&seen_calls, __ATOMIC_ACQUIRE) == 1);
+	CHECK(__atomic_load_n(&seen_error, __ATOMIC_RELAXED) == -ENOMEM);
+	CHECK(*target == 42 && page_of(snap, 2)[5] != 42);
+	CHECK(pages_match(ucow_base(snap), 0, PAGES, 61));
+	CHECK(stats_of(src).cow_kept == 1 && stats_of(src).cow_copies == 0);
+	CHECK(stats_of(snap).shared_pages == PAGES - 1);
+	CHECK(global_stats().frames == PAGES + 1);
+	return 0;
+}
+
 static sigjmp_buf leave_fault;
 
 static void leave_the_fault(void *addr, int error, void *arg)
@@ -200,7 +226,7 @@ static int snapshot_map_failure_changes_no_content(void)
 	for (size_t p = N; p-- > 0;) /* downwards: no fault-around */
 		if (p != holes[0] && p != holes[1] && p != holes[2])
 			fill_pages(ucow_base(src), p, 1, 1);
-	ucow_region *old = ucow_snapshot(src);
+	ucow_region *old = ucow_clone(src); /* a snapshot: src keeps frames */
 	CHECK(old != NULL);
 	for (size_t p = 7; p < N; p += 211)
 		fill_pages(ucow_base(src), p, 1, 2);
@@ -258,6 +284,7 @@ static int map_budget_out_of_range_is_ignored(void)
 const struct child_scenario failure_scenarios[] = {
 	{"copy-failure-aborts-by-default", copy_failure_aborts_by_default},
 	{"copy-failure-calls-the-handler", copy_failure_calls_the_handler},
+	{"keep-failure-calls-the-handler", keep_failure_calls_the_handler},
 	{"coalesce-failure-leaves-the-table-true",
 	 coalesce_failure_leaves_the_table_true},
 	{"coalesce-map-failure-gives-the-frames-back",
@@ -289,6 +316,11 @@ static void test_copy_failure_calls_the_program_handler(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("copy-failure-calls-the-handler"), 0));
 }
 
+static void test_keep_failure_calls_the_program_handler(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("keep-failure-calls-the-handler"), 0));
+}
+
 static void test_coalesce_failure_leaves_the_table_true(void)
 {
 	CU_ASSERT(CHILD_EXITED(
@@ -318,6 +350,7 @@ void add_failure_suite(void)
 	static const struct test_case tests[] = {
 		TEST(test_copy_failure_aborts_with_a_clear_line),
 		TEST(test_copy_failure_calls_the_program_handler),
+		TEST(test_keep_failure_calls_the_program_handler),
 		TEST(test_coalesce_failure_leaves_the_table_true),
 		TEST(test_coalesce_map_failure_gives_the_frames_back),
 		TEST(test_snapshot_map_failure_changes_no_content),

@@ -59,7 +59,8 @@ static void test_snapshot_keeps_content_of_its_moment(void)
 	CU_ASSERT(pages_match(ucow_base(snap), 0, WRITTEN, 2));
 	CU_ASSERT(is_zero(page_of(snap, WRITTEN), (PAGES - WRITTEN) * page_size()));
 	struct ucow_stats s = stats_of(src);
-	CU_ASSERT_EQUAL(s.cow_copies, WRITTEN);
+	CU_ASSERT_EQUAL(s.cow_kept, WRITTEN);
+	CU_ASSERT_EQUAL(s.cow_copies, 0);
 	CU_ASSERT_EQUAL(s.zero_fills, PAGES);
 	CU_ASSERT_EQUAL(stats_of(snap).shared_pages, 0);
 	ucow_destroy(snap);
@@ -341,7 +342,8 @@ static void test_copy_after_scattered_writes_maps_every_page_right(void)
 	for (size_t p = N; p-- > 0;) /* downwards: no fault-around */
 		if (want[p])
 			fill_pages(ucow_base(src), p, 1, want[p]);
-	ucow_region *old = ucow_snapshot(src);
+	/* A clone: with a snapshot the source would keep its frames. */
+	ucow_region *old = ucow_clone(src);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(old);
 	for (size_t k = 0; k < sizeof writes / sizeof *writes; k++) {
 		fill_pages(ucow_base(src), writes[k], 1, 2);
@@ -382,12 +384,141 @@ static void test_copy_after_scattered_writes_maps_every_page_right(void)
 	CU_ASSERT_EQUAL(global_stats().mappings, est0);
 }
 
+/*
+ * A write after a snapshot keeps the source's frame: its page stays at the
+ * memfd offset it was first written at, and the snapshot's page moves to a
+ * copy. So the source stays one mapping, and the next snapshot maps it with
+ * one call.
+ */
+static void test_write_after_snapshot_keeps_the_frame(void)
+{
+	enum { N = 256, NW = 5 };
+	static const size_t writes[NW] = {255, 130, 51, 50, 1}; /* descending */
+	size_t ps = page_size();
+	long long off[NW];
+	ucow_region *src = make_filled(N, N, 5);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	for (size_t k = 0; k < NW; k++) {
+		off[k] = mapping_offset(page_of(src, writes[k]));
+		fill_pages(ucow_base(src), writes[k], 1, 6);
+	}
+	size_t moved = 0, kept = 0;
+	for (size_t k = 0; k < NW; k++) {
+		kept += mapping_offset(page_of(src, writes[k])) == off[k];
+		moved += mapping_offset(page_of(snap, writes[k])) != off[k];
+		CU_ASSERT(pages_match(ucow_base(src), writes[k], 1, 6));
+	}
+	CU_ASSERT_EQUAL(kept, NW);
+	CU_ASSERT_EQUAL(moved, NW);
+	CU_ASSERT(pages_match(ucow_base(snap), 0, N, 5));
+	struct ucow_stats s = stats_of(src);
+	CU_ASSERT_EQUAL(s.cow_kept, NW);
+	CU_ASSERT_EQUAL(s.cow_copies, 0);
+	CU_ASSERT_EQUAL(stats_of(snap).private_pages, NW);
+	CU_ASSERT_EQUAL(global_stats().frames, N + NW);
+
+	ucow_destroy(snap);
+	CU_ASSERT_EQUAL(global_stats().frames, N);
+	snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(snap), N * ps), 1);
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(src), N * ps), 1);
+	CU_ASSERT_EQUAL(stats_of(snap).mappings, 1);
+	CU_ASSERT_EQUAL(stats_of(src).mappings, 1);
+	for (size_t k = 0; k < NW; k++)
+		CU_ASSERT(pages_match(ucow_base(snap), writes[k], 1, 6));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+/*
+ * Only a frame shared with the latest snapshot alone is kept: with an older
+ * snapshot sharing it too, the writer copies, as with a clone.
+ */
+static void test_write_shared_with_two_snapshots_copies(void)
+{
+	ucow_region *src = make_filled(PAGES, PAGES, 7);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	ucow_region *s1 = ucow_snapshot(src), *s2 = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
+	fill_pages(ucow_base(src), 3, 1, 8);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 0);
+	ucow_destroy(s1);
+	fill_pages(ucow_base(src), 1, 1, 8);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 1);
+	CU_ASSERT(pages_match(ucow_base(s2), 0, PAGES, 7));
+	CU_ASSERT(pages_match(ucow_base(src), 1, 1, 8));
+	CU_ASSERT(pages_match(ucow_base(src), 3, 1, 8));
+	ucow_destroy(s2);
+	ucow_destroy(src);
+}
+
+/*
+ * After a revert to its snapshot the source maps the snapshot's own copy
+ * (in the snapshot's home): a write there copies, and the snapshot keeps
+ * its page where it is.
+ */
+static void test_write_after_revert_to_snapshot_copies(void)
+{
+	ucow_region *src = make_filled(PAGES, PAGES, 9);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	fill_pages(ucow_base(src), 2, 1, 10);
+	CU_ASSERT_EQUAL(ucow_revert(src, snap), 0);
+	long long off = mapping_offset(page_of(snap, 2));
+	CU_ASSERT_EQUAL(mapping_offset(page_of(src, 2)), off);
+	fill_pages(ucow_base(src), 2, 1, 11);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 1);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
+	CU_ASSERT_EQUAL(mapping_offset(page_of(snap, 2)), off);
+	CU_ASSERT(pages_match(ucow_base(snap), 0, PAGES, 9));
+	CU_ASSERT(pages_match(ucow_base(src), 2, 1, 11));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+/*
+ * A writer moving in sequence keeps runs of frames in one fault, and the
+ * snapshot's copies, in its home, merge into one mapping.
+ */
+static void test_sequential_writes_after_snapshot_keep_runs(void)
+{
+	enum { N = 200 };
+	size_t ps = page_size();
+	ucow_region *src = make_filled(N, N, 12);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	for (size_t p = 0; p < N; p++) /* ascending (fill_pages descends) */
+		fill_pages(ucow_base(src), p, 1, 13);
+	struct ucow_stats s = stats_of(src);
+	CU_ASSERT_EQUAL(s.cow_kept + s.fault_around, N);
+	CU_ASSERT(s.cow_kept < N / 8);
+	CU_ASSERT_EQUAL(s.cow_copies, 0);
+	CU_ASSERT(pages_match(ucow_base(src), 0, N, 13));
+	CU_ASSERT(pages_match(ucow_base(snap), 0, N, 12));
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(snap), N * ps), 1);
+	CU_ASSERT_EQUAL(stats_of(snap).mappings, 1);
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
 void add_snapshot_suite(void)
 {
 	static const struct test_case tests[] = {
 		TEST(test_write_to_snapshot_is_sigsegv),
 		TEST(test_write_to_snapshot_zero_page_is_sigsegv),
 		TEST(test_snapshot_keeps_content_of_its_moment),
+		TEST(test_write_after_snapshot_keeps_the_frame),
+		TEST(test_write_shared_with_two_snapshots_copies),
+		TEST(test_write_after_revert_to_snapshot_copies),
+		TEST(test_sequential_writes_after_snapshot_keep_runs),
 		TEST(test_snapshot_of_a_snapshot),
 		TEST(test_clone_of_a_snapshot_is_writable_and_independent),
 		TEST(test_revert_to_older_snapshot_restores_every_byte),
