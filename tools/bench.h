@@ -46,7 +46,7 @@ struct bench_series {
 };
 
 struct bench_counters {
-	uint64_t copies, reuses, zero_fills, coalesced, fault_around;
+	uint64_t copies, kept, reuses, zero_fills, coalesced, fault_around;
 };
 
 /* One measure at one size: ucow against up to BENCH_MAX_ALTS alternatives. */

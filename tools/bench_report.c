@@ -166,8 +166,9 @@ static void print_row(const struct bench_row *row, FILE *f)
 		return;
 	}
 	if (row->has_counters)
-		snprintf(c, sizeof(c), "%llu/%llu/%llu/%llu/%llu",
+		snprintf(c, sizeof(c), "%llu/%llu/%llu/%llu/%llu/%llu",
 			 (unsigned long long)row->counters.copies,
+			 (unsigned long long)row->counters.kept,
 			 (unsigned long long)row->counters.reuses,
 			 (unsigned long long)row->counters.zero_fills,
 			 (unsigned long long)row->counters.coalesced,
@@ -192,8 +193,10 @@ static void print_legend(FILE *f)
 	fprintf(f,
 		"\nucow/alt: ratio of the medians. For times and memory below 1 means ucow costs\n"
 		"  less; for throughput (figure 5) above 1 means ucow does more.\n"
-		"ucow c/r/z/co/fa: ucow's counters for the writes of its last round:\n"
-		"  faults that copied a shared page / made one writable in place (reused) /\n"
+		"ucow c/k/r/z/co/fa: ucow's counters for the writes of its last round:\n"
+		"  faults that copied a shared page / kept the frame of a page shared with\n"
+		"  the latest snapshot alone (the snapshot took the copy) / made one\n"
+		"  writable in place (reused) /\n"
 		"  gave a never-written page a frame (zero-filled); pages made private by\n"
 		"  coalescing; pages copied ahead of a sequential writer (fault-around).\n"
 		"Writes touch one byte per page: the first write to a page takes the whole\n"
@@ -212,7 +215,10 @@ static void print_legend(FILE *f)
 		"Figure 2 snapshots a new region each round; 1%% = pages chosen at random.\n"
 		"  Its '10th' row: the region written (a new 1%%) and snapshotted again 8\n"
 		"  times after the 'after 1%%' snapshot, each snapshot replacing the one\n"
-		"  before (a checkpoint each period); the last one is timed.\n");
+		"  before (a checkpoint each period); the last one is timed. Its 'write'\n"
+		"  row: the 1%% written after the first snapshot, per page (the region\n"
+		"  keeps its frames, the snapshot takes the copies), against as many\n"
+		"  random pages written to a clone of the region (each copied).\n");
 }
 
 void bench_print_table(const struct bench *b, FILE *f)
@@ -224,7 +230,7 @@ void bench_print_table(const struct bench *b, FILE *f)
 			continue;
 		fprintf(f, "\n%d. %s\n", fig, figure_title[fig]);
 		fprintf(f, ROW_FMT, "measure", "size", "ucow", "alternative", "alternative",
-			"ucow/alt", any_counters(b, fig) ? "ucow c/r/z/co/fa" : "");
+			"ucow/alt", any_counters(b, fig) ? "ucow c/k/r/z/co/fa" : "");
 		for (size_t i = 0; i < b->nrows; i++)
 			if (b->rows[i].figure == fig)
 				print_row(&b->rows[i], f);
@@ -292,9 +298,11 @@ static void json_row(FILE *f, const struct bench_row *row)
 		fprintf(f, ",\n");
 	}
 	if (row->has_counters)
-		fprintf(f, "     \"ucow_faults\": {\"cow_copies\": %llu, \"cow_reuses\": %llu, "
+		fprintf(f, "     \"ucow_faults\": {\"cow_copies\": %llu, \"cow_kept\": %llu, "
+			   "\"cow_reuses\": %llu, "
 			   "\"zero_fills\": %llu, \"coalesced\": %llu, \"fault_around\": %llu},\n",
 			(unsigned long long)row->counters.copies,
+			(unsigned long long)row->counters.kept,
 			(unsigned long long)row->counters.reuses,
 			(unsigned long long)row->counters.zero_fills,
 			(unsigned long long)row->counters.coalesced,

@@ -31,6 +31,7 @@
 const char *const bench_m_snap_first = "snapshot, first";
 const char *const bench_m_snap_after = "snapshot after 1% changed";
 const char *const bench_m_snap_chain = "snapshot after 1% changed, 10th";
+static const char *const m_snap_write = "write 1% after a snapshot";
 const char *const bench_m_revert = "revert after 1% changed";
 const char *const bench_m_cycle = "write 1% + revert";
 const char *const bench_m_revert_in_place = "revert in place, same 1% changed";
@@ -97,6 +98,7 @@ static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, doubl
 	if (!rc)
 		rc = bench_counters(r, c);
 	c->copies -= before.copies;
+	c->kept -= before.kept;
 	c->reuses -= before.reuses;
 	c->zero_fills -= before.zero_fills;
 	c->coalesced -= before.coalesced;
@@ -109,11 +111,29 @@ static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, doubl
 /* Snapshots in a row of the chain row, each after 1% changed. */
 #define SNAP_CHAIN 10
 
-/* The times of one round of figure 2, and the writes' counters. */
+/*
+ * The times of one round of figure 2, and the writes' counters. `write` is
+ * per page: the 1% written after the first snapshot (the region keeps its
+ * frames), and the same number of pages written to a clone (copied).
+ */
 struct snap_times {
-	double first, after, chain;
-	struct bench_counters after_c, chain_c;
+	double first, after, chain, write, clone_write;
+	struct bench_counters after_c, chain_c, clone_c;
 };
+
+/* Writes 1% of a new clone of r: the copy path, beside the keep path. */
+static int clone_write(struct size_run *z, ucow_region *r, unsigned round,
+		       struct snap_times *t)
+{
+	ucow_region *c = ucow_clone(r);
+	if (!c)
+		return bench_lib_error("ucow_clone", errno);
+	double w;
+	int rc = write_sample(z, c, round_seed(z, round) + 1, &w, &t->clone_c);
+	t->clone_write = w / (double)z->count;
+	ucow_destroy(c);
+	return rc;
+}
 
 /*
  * A program that keeps the latest of a series of snapshots (a checkpoint
@@ -144,7 +164,10 @@ static int ucow_snap_round(struct size_run *z, unsigned round, struct snap_times
 	int rc = !r || timed_snapshot(r, &snap1, &t->first) ||
 		 write_sample(z, r, round_seed(z, round), &w, &t->after_c) ||
 		 timed_snapshot(r, &snap2, &t->after);
+	t->write = w / (double)z->count;
 	ucow_destroy(snap1);
+	if (!rc)
+		rc = clone_write(z, r, round, t);
 	if (!rc)
 		rc = snap_chain(z, r, &snap2, round, t);
 	ucow_destroy(snap2);
@@ -162,12 +185,14 @@ static int figure2(struct size_run *z)
 	struct bench_row *first = bench_row_new(b, 2, bench_m_snap_first, z->size, UNIT_SECONDS);
 	struct bench_row *after = bench_row_new(b, 2, bench_m_snap_after, z->size, UNIT_SECONDS);
 	struct bench_row *chain = bench_row_new(b, 2, bench_m_snap_chain, z->size, UNIT_SECONDS);
-	if (!first || !after || !chain)
+	struct bench_row *write = bench_row_new(b, 2, m_snap_write, z->size, UNIT_PER_PAGE);
+	if (!first || !after || !chain || !write)
 		return bench_lib_error("malloc", ENOMEM);
 	bench_row_alt(first, "fork(), same heap");
 	bench_row_alt(after, "fork() after 1% changed");
 	bench_row_alt(chain, "fork() after 1% changed");
-	after->has_counters = chain->has_counters = true;
+	bench_row_alt(write, "the same writes to a clone");
+	after->has_counters = chain->has_counters = write->has_counters = true;
 	struct snap_times t;
 	double k1, k2;
 	for (unsigned r = 0; r < b->rounds; r++) {
@@ -181,8 +206,11 @@ static int figure2(struct size_run *z)
 		bench_add(&after->alt[0], k2);
 		bench_add(&chain->ucow, t.chain);
 		bench_add(&chain->alt[0], k2);
+		bench_add(&write->ucow, t.write);
+		bench_add(&write->alt[0], t.clone_write);
 		after->counters = t.after_c;
 		chain->counters = t.chain_c;
+		write->counters = t.after_c;
 	}
 	return 0;
 }

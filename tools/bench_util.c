@@ -269,6 +269,7 @@ int bench_counters(const ucow_region *r, struct bench_counters *out)
 	if (rc < 0)
 		return bench_lib_error("ucow_stats", -rc);
 	out->copies = s.cow_copies;
+	out->kept = s.cow_kept;
 	out->reuses = s.cow_reuses;
 	out->zero_fills = s.zero_fills;
 	out->coalesced = s.coalesced;

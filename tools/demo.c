@@ -48,8 +48,10 @@ static void usage(FILE *f)
 		"  destroy         destroy all three; checks every frame is given back\n"
 		"Each line shows the step's time and the counters of the region it acted on:\n"
 		"pages shared with another region, pages with a frame of their own, and\n"
-		"write faults that copied a page, reused it or gave a never-written page\n"
-		"a frame (fault counters are totals since the region was created).\n"
+		"write faults that copied a page, kept it (a page shared with the latest\n"
+		"snapshot alone: the writer keeps its frame, the snapshot takes the copy),\n"
+		"reused it or gave a never-written page a frame (fault counters are totals\n"
+		"since the region was created).\n"
 		"At the end, the memory the frames hold against 3 x SIZE (what\n"
 		"deep copies would cost).\n"
 		"\n"
@@ -161,8 +163,9 @@ static int lib_error(const char *call, int err)
 
 static void print_header(void)
 {
-	printf("%-15s %12s  %-9s %9s %9s %9s %9s %10s\n", "step", "time", "region",
-	       "shared", "private", "copied", "reused", "zero-fills");
+	printf("%-15s %12s  %-9s %9s %9s %9s %7s %9s %10s\n", "step", "time",
+	       "region", "shared", "private", "copied", "kept", "reused",
+	       "zero-fills");
 }
 
 /* One step's line: its time and the counters of region r; note (may be NULL) after. */
@@ -173,8 +176,9 @@ static int print_step(const char *step, double seconds, const char *name,
 	int rc = ucow_stats(r, &s);
 	if (rc < 0)
 		return lib_error("ucow_stats", -rc);
-	printf("%-15s %9.3f ms  %-9s %9zu %9zu %9llu %9llu %10llu%s%s\n", step, seconds * 1e3,
-	       name, s.shared_pages, s.private_pages, (unsigned long long)s.cow_copies,
+	printf("%-15s %9.3f ms  %-9s %9zu %9zu %9llu %7llu %9llu %10llu%s%s\n", step,
+	       seconds * 1e3, name, s.shared_pages, s.private_pages,
+	       (unsigned long long)s.cow_copies, (unsigned long long)s.cow_kept,
 	       (unsigned long long)s.cow_reuses, (unsigned long long)s.zero_fills,
 	       note ? "  " : "", note ? note : "");
 	return 0;
