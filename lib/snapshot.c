@@ -292,7 +292,7 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		goto out;
 	if (!(dst = region_new(src->npages, readonly, &err)))
 		goto out;
-	/* A snapshot of a writable region takes the copies when it writes. */
+	/* A snapshot of a writable region takes the copies when src writes. */
 	if (readonly && !src->readonly &&
 	    (err = home_alloc(dst->npages, &dst->home)) != 0)
 		goto out;
@@ -302,8 +302,13 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	err = region_wrprotect(src);
 	if (!err)
 		err = share_all(dst, src);
-	if (!err)
+	if (!err) {
 		rehome_commit(src, home);
+		/* Before src's faults resume, so that the first keeps. */
+		region_publish(dst);
+		if (readonly && !src->readonly)
+			STORE(&src->snap, dst);
+	}
 	region_release(src);
 out:
 	if (err) {
@@ -311,10 +316,6 @@ out:
 		region_abandon(dst);
 		dst = NULL;
 		errno = -err;
-	} else {
-		region_publish(dst);
-		if (readonly && !src->readonly)
-			STORE(&src->snap, dst);
 	}
 	ucow_unlock(&mask);
 	return dst;

@@ -212,6 +212,58 @@ static void test_copies_taken_while_writing_are_consistent_cuts(void)
 	CU_ASSERT(CHILD_EXITED(run_in_child(consistent_cut_scenario, NULL), 0));
 }
 
+/* Waits until the writer has written `n` more values. */
+static void let_writer_write(const struct cut_writer *w, uint64_t n)
+{
+	uint64_t seen = __atomic_load_n(&w->next, __ATOMIC_ACQUIRE);
+	while (__atomic_load_n(&w->next, __ATOMIC_ACQUIRE) < seen + n)
+		sched_yield();
+}
+
+/*
+ * While the writer overwrites every page of its latest snapshot's cut, it
+ * keeps its frames and the snapshot's pages move to copies under a reader:
+ * the snapshot must read the same cut before, during and after, and be
+ * destroyed while the writer still faults.
+ */
+static void snapshot_under_keep_scenario(void *unused)
+{
+	(void)unused;
+	ucow_region *src = ucow_create(CUT_PAGES * page_size());
+	CHECK(src != NULL);
+	struct cut_writer w = { .next = CUT_PAGES };
+	for (size_t k = 0; k < CUT_PAGES; k++) {
+		w.words[k] = (uint64_t *)page_of(src, k);
+		*w.words[k] = k;
+	}
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, cut_writer, &w) == 0);
+	unsigned snaps = sanitizer_is("valgrind") ? CUTS / 50 : CUTS / 5;
+	for (unsigned i = 0; i < snaps; i++) {
+		ucow_region *snap = ucow_snapshot(src);
+		CHECK(snap != NULL);
+		uint64_t cut[CUT_PAGES];
+		for (size_t k = 0; k < CUT_PAGES; k++)
+			cut[k] = *(const uint64_t *)page_of(snap, k);
+		CHECK(is_consistent_cut(snap));
+		let_writer_write(&w, 2 * CUT_PAGES);
+		for (size_t k = 0; k < CUT_PAGES; k++)
+			CHECK(*(const uint64_t *)page_of(snap, k) == cut[k]);
+		ucow_destroy(snap);
+	}
+	__atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(is_consistent_cut(src));
+	CHECK(stats_of(src).cow_kept >= snaps);
+	ucow_destroy(src);
+}
+
+static void test_snapshot_holds_its_cut_while_the_writer_keeps_frames(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(snapshot_under_keep_scenario, NULL),
+			       0));
+}
+
 /* ---- region lookup while other threads create and destroy regions ------ */
 
 enum { CHURN_ITERATIONS = 300, FAULT_ITERATIONS = 200, FAULT_PAGES = 16 };
@@ -292,6 +344,7 @@ void add_threads_suite(void)
 		TEST(test_threads_writing_one_shared_page_make_one_copy),
 		TEST(test_threads_writing_different_pages),
 		TEST(test_copies_taken_while_writing_are_consistent_cuts),
+		TEST(test_snapshot_holds_its_cut_while_the_writer_keeps_frames),
 		TEST(test_faults_while_other_threads_create_and_destroy),
 		{ NULL, NULL },
 	};
