@@ -29,30 +29,37 @@ static int wp_page_reuse(ucow_region *r, size_t i, pte_t pte, pte_t *out)
 }
 
 /*
+ * Takes the free frames [f, f + n), fills them from the pages at `from`
+ * (unless NULL: a free frame is a hole of the memfd and reads as zeros) and
+ * maps them over pages [i, i + n) of r; on failure gives them back.
+ */
+static int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
+			const void *from, bool writable)
+{
+	int err = from ? frame_fill(f, from, n << os_page_shift) : 0;
+	for (size_t k = 0; k < n; k++)
+		frame_get_new(f + (frame_t)k);
+	if (!err)
+		err = region_map_pages(r, i, n, f, writable);
+	if (err)
+		for (size_t k = 0; k < n; k++)
+			frame_put(f + (frame_t)k);
+	return err;
+}
+
+/*
  * Copy the pages [i, i + n) into the region's home frames for them and map
  * those frames writable over the pages; only then drop the old frames, so
  * that no other user can reuse one while this region still maps it. From the
- * zero page there is nothing to copy: a free home frame is a hole of the
- * memfd and reads as zeros. The caller holds the ptes' locks.
+ * zero page there is nothing to copy. The caller holds the ptes' locks.
  */
 static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 {
-	frame_t old = pte_frame(pte_read(&r->pt, i)), new = r->home + (frame_t)i;
-	void *addr = page_addr(r, i);
-	size_t len = n << os_page_shift;
-	int err = 0;
-
-	if (old != FRAME_NONE)
-		err = frame_fill(new, addr, len);
-	for (size_t k = 0; k < n; k++)
-		frame_get_new(new + (frame_t)k);
-	if (!err)
-		err = region_map_pages(r, i, n, new, true);
-	if (err) {
-		for (size_t k = 0; k < n; k++)
-			frame_put(new + (frame_t)k);
+	frame_t old = pte_frame(pte_read(&r->pt, i));
+	int err = copy_and_map(r, i, n, r->home + (frame_t)i,
+			       old == FRAME_NONE ? NULL : page_addr(r, i), true);
+	if (err)
 		return err;
-	}
 	for (size_t k = 0; k < n; k++) {
 		frame_t f = pte_frame(pte_read(&r->pt, i + k));
 		if (f != FRAME_NONE)
@@ -146,18 +153,10 @@ static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f,
 static int wp_page_keep(ucow_region *r, ucow_region *s, size_t i, size_t n)
 {
 	frame_t copy = s->home + (frame_t)i;
-	size_t len = n << os_page_shift;
 	long before = vma_window(s, i, i + n);
-	int err = frame_fill(copy, page_addr(r, i), len);
-	for (size_t k = 0; k < n; k++)
-		frame_get_new(copy + (frame_t)k);
-	if (!err)
-		err = region_map_pages(s, i, n, copy, false);
-	if (err) {
-		for (size_t k = 0; k < n; k++)
-			frame_put(copy + (frame_t)k);
+	int err = copy_and_map(s, i, n, copy, page_addr(r, i), false);
+	if (err)
 		return err;
-	}
 	for (size_t k = 0; k < n; k++) {
 		pte_update_locked(&s->pt, i + k, copy + (frame_t)k);
 		frame_put(pte_frame(pte_read(&r->pt, i + k)));
@@ -166,7 +165,8 @@ static int wp_page_keep(ucow_region *r, ucow_region *s, size_t i, size_t n)
 	COUNT(&r->cow_kept);
 	if (n > 1)
 		ADD(&r->fault_around, n - 1);
-	return ucow_backend_ops->make_writable(page_addr(r, i), len);
+	return ucow_backend_ops->make_writable(page_addr(r, i),
+					       n << os_page_shift);
 }
 
 /*

@@ -175,27 +175,41 @@ static bool is_consistent_cut(const ucow_region *copy)
 	return max - min == CUT_PAGES - 1;
 }
 
+/* A region of CUT_PAGES pages holding 0, 1, ... and a writer started on it. */
+static ucow_region *start_cut_writer(struct cut_writer *w, pthread_t *t)
+{
+	ucow_region *src = ucow_create(CUT_PAGES * page_size());
+	CHECK(src != NULL);
+	*w = (struct cut_writer){ .next = CUT_PAGES };
+	for (size_t k = 0; k < CUT_PAGES; k++) {
+		w->words[k] = (uint64_t *)page_of(src, k);
+		*w->words[k] = k;
+	}
+	CHECK(pthread_create(t, NULL, cut_writer, w) == 0);
+	return src;
+}
+
+/* Waits until the writer has written `n` more values. */
+static void let_writer_write(const struct cut_writer *w, uint64_t n)
+{
+	uint64_t seen = __atomic_load_n(&w->next, __ATOMIC_ACQUIRE);
+	while (__atomic_load_n(&w->next, __ATOMIC_ACQUIRE) < seen + n)
+		sched_yield();
+}
+
 static void consistent_cut_scenario(void *unused)
 {
 	(void)unused;
-	ucow_region *src = ucow_create(CUT_PAGES * page_size());
-	CHECK(src != NULL);
-	struct cut_writer w = { .next = CUT_PAGES };
-	for (size_t k = 0; k < CUT_PAGES; k++) {
-		w.words[k] = (uint64_t *)page_of(src, k);
-		*w.words[k] = k;
-	}
+	struct cut_writer w;
 	pthread_t t;
-	CHECK(pthread_create(&t, NULL, cut_writer, &w) == 0);
+	ucow_region *src = start_cut_writer(&w, &t);
 
 	/* Under valgrind each fault is slow enough that 1000 cuts would take
 	 * longer than the child's watchdog. */
 	unsigned cuts = sanitizer_is("valgrind") ? CUTS / 20 : CUTS;
 	for (unsigned i = 0; i < cuts; i++) {
 		/* Let the writer move on, so that each copy cuts a new place. */
-		uint64_t seen = __atomic_load_n(&w.next, __ATOMIC_ACQUIRE);
-		while (__atomic_load_n(&w.next, __ATOMIC_ACQUIRE) < seen + CUT_PAGES / 2)
-			sched_yield();
+		let_writer_write(&w, CUT_PAGES / 2);
 		ucow_region *copy = i % 2 ? ucow_clone(src) : ucow_snapshot(src);
 		CHECK(copy != NULL);
 		CHECK(is_consistent_cut(copy));
@@ -212,14 +226,6 @@ static void test_copies_taken_while_writing_are_consistent_cuts(void)
 	CU_ASSERT(CHILD_EXITED(run_in_child(consistent_cut_scenario, NULL), 0));
 }
 
-/* Waits until the writer has written `n` more values. */
-static void let_writer_write(const struct cut_writer *w, uint64_t n)
-{
-	uint64_t seen = __atomic_load_n(&w->next, __ATOMIC_ACQUIRE);
-	while (__atomic_load_n(&w->next, __ATOMIC_ACQUIRE) < seen + n)
-		sched_yield();
-}
-
 /*
  * While the writer overwrites every page of its latest snapshot's cut, it
  * keeps its frames and the snapshot's pages move to copies under a reader:
@@ -229,15 +235,9 @@ static void let_writer_write(const struct cut_writer *w, uint64_t n)
 static void snapshot_under_keep_scenario(void *unused)
 {
 	(void)unused;
-	ucow_region *src = ucow_create(CUT_PAGES * page_size());
-	CHECK(src != NULL);
-	struct cut_writer w = { .next = CUT_PAGES };
-	for (size_t k = 0; k < CUT_PAGES; k++) {
-		w.words[k] = (uint64_t *)page_of(src, k);
-		*w.words[k] = k;
-	}
+	struct cut_writer w;
 	pthread_t t;
-	CHECK(pthread_create(&t, NULL, cut_writer, &w) == 0);
+	ucow_region *src = start_cut_writer(&w, &t);
 	unsigned snaps = sanitizer_is("valgrind") ? CUTS / 50 : CUTS / 5;
 	for (unsigned i = 0; i < snaps; i++) {
 		ucow_region *snap = ucow_snapshot(src);
