@@ -83,7 +83,9 @@ UCOW_API ucow_region *ucow_clone(ucow_region *src);
  * checkpoint loop: snapshot, write, snapshot, destroy the older one). The
  * snapshot's content never changes; its kernel mappings do. Not done after
  * src was reverted to the snapshot (a base rolled back to keeps its
- * layout), nor while ucow's mappings fill half of its budget.
+ * layout), nor while ucow's mappings fill half of its budget. For those
+ * copies a snapshot of a writable region reserves one frame number per page
+ * (numbers, not memory: see the frame limit in the README).
  */
 UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
 
@@ -180,10 +182,11 @@ struct ucow_stats {
 				  snapshot took the copy */
 	uint64_t zero_fills;   /* write faults that gave a never-written page a frame */
 	uint64_t coalesced;    /* pages made private by coalescing (see below) */
-	uint64_t fault_around; /* pages copied ahead of a sequential writer: a
-				  fault at the page after the previous fault's
-				  last copies up to 16 pages that need the same
-				  work (shared, or never written) */
+	uint64_t fault_around; /* pages copied (or kept) ahead of a sequential
+				  writer: a fault at the page after the
+				  previous fault's last serves up to 16 pages
+				  that need the same work (shared, or never
+				  written) */
 	size_t mappings;       /* kernel mappings (VMAs) the region uses, estimated */
 	size_t metadata_bytes; /* bytes of the region's page table */
 };

@@ -106,6 +106,11 @@ void ucow_atfork_init(void (*child)(void));
  * gets a new one, so home + i is always free when page i needs a copy and the
  * fault path needs no allocator. A retired home's numbers return to the pool
  * once every frame in it has been freed.
+ *
+ * A snapshot of a writable region has a home too, for the copies its source
+ * gives it (wp_page_keep). It stays: a snapshot's pte i changes at most once
+ * in its life, from a frame its source maps to home + i, so home + i is free
+ * whenever pte i still maps another frame.
  */
 typedef uint32_t frame_t;
 #define FRAME_NONE ((frame_t)0)

@@ -72,15 +72,12 @@ static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 }
 
 /*
- * The writer keeps its frame: a frame shared with no one but the region's
- * latest snapshot, at the same page, stays the region's (made writable in
- * place) and the snapshot takes the copy. The kernel has no such case, since
- * its copies may go anywhere; ours would land in a new home, and after a few
- * rounds of snapshots and scattered writes the region's pages would lie in
- * many homes, one mapping each, which every later snapshot maps and counts
- * again. Kept, they stay where they were first written: one mapping, which
- * a snapshot maps with one call. It costs one call more per fault (the
- * snapshot's page is remapped and the writer's made writable).
+ * The region's latest snapshot, with a fault reference taken, if it can take
+ * copies now: live and not held (a fault never waits for a holder while it
+ * holds ptes of its own: a revert holds two regions), a snapshot of the same
+ * size with a home. r->snap is a slot pointer, and the slot may hold another
+ * region by now; these checks and keep_lock's make that harmless (internal.h,
+ * "homes").
  */
 static ucow_region *keep_enter(const ucow_region *r)
 {
@@ -97,7 +94,7 @@ static ucow_region *keep_enter(const ucow_region *r)
  * Whether page i of the writer, mapping frame f, can keep it: f has two
  * users and the other is page i of s, whose pte is then locked. The
  * snapshot's copy goes to its home + i, so not when f is that frame (the
- * writer reverted to the snapshot). The writer's pte is locked and both
+ * writer took it back by a revert). The writer's pte is locked and both
  * regions have a fault reference, so no copy or revert can add a user.
  */
 static bool keep_lock(ucow_region *s, size_t i, frame_t f)
@@ -145,18 +142,40 @@ static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f,
 }
 
 /*
- * Pages [i, i + n) of r are shared with the same pages of s alone: copy them
- * into s's home, map the copies in s, and only then drop s's references to
- * r's frames and make r's pages writable where they are. The caller holds
- * both regions' ptes locked.
+ * A failed mmap(MAP_FIXED) may have unmapped the old pages on some kernels:
+ * map s's frames back, as far as possible, rather than leave a hole in a
+ * snapshot (a read there would be the program's fault).
+ */
+static void keep_undo(ucow_region *s, size_t i, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		region_map_pages(s, i + k, 1, pte_frame(pte_read(&s->pt, i + k)),
+				 false);
+}
+
+/*
+ * The writer keeps its frame: pages [i, i + n) of r, shared with the same
+ * pages of s alone, stay r's where they are, and s takes the copies. The
+ * kernel has no such case, since its copies may go anywhere; ours land at
+ * memfd offsets, and a region whose written pages moved to a new home after
+ * every snapshot would lie, after a few rounds, in many homes, one mapping
+ * each, which every later snapshot maps and counts again. Kept, they stay
+ * where they were first written: one mapping, which a snapshot maps with one
+ * call. It costs a call more per fault (s's page is remapped, r's made
+ * writable) and a second mapping split (vma_keep_fits).
+ *
+ * Copy into s's home, map the copies in s, and only then drop s's references
+ * to r's frames (wp_page_copy's order). Both regions' ptes are locked.
  */
 static int wp_page_keep(ucow_region *r, ucow_region *s, size_t i, size_t n)
 {
 	frame_t copy = s->home + (frame_t)i;
 	long before = vma_window(s, i, i + n);
 	int err = copy_and_map(s, i, n, copy, page_addr(r, i), false);
-	if (err)
+	if (err) {
+		keep_undo(s, i, n);
 		return err;
+	}
 	for (size_t k = 0; k < n; k++) {
 		pte_update_locked(&s->pt, i + k, copy + (frame_t)k);
 		frame_put(pte_frame(pte_read(&r->pt, i + k)));
@@ -165,8 +184,7 @@ static int wp_page_keep(ucow_region *r, ucow_region *s, size_t i, size_t n)
 	COUNT(&r->cow_kept);
 	if (n > 1)
 		ADD(&r->fault_around, n - 1);
-	return ucow_backend_ops->make_writable(page_addr(r, i),
-					       n << os_page_shift);
+	return 0;
 }
 
 /*
@@ -289,35 +307,41 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 
 /*
  * The keep path, when page i's frame is shared with the latest snapshot
- * alone and the mappings it costs fit: true and *err set, or false to copy
- * as usual.
+ * alone and the mappings it costs fit: 0 or a negative errno, or 1 when it
+ * does not apply (copy instead).
  */
-static bool do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around,
-			    int *err)
+static int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 {
 	if (!vma_keep_fits())
-		return false;
+		return 1;
 	ucow_region *s = keep_enter(r);
 	if (!s)
-		return false;
+		return 1;
 	if (!keep_lock(s, i, pte_frame(pte))) {
 		region_fault_exit(s);
-		return false;
+		return 1;
 	}
 	size_t n = around ? fault_around_lock(r, i, pte_frame(pte), s) : 1;
 	long before = vma_window(r, i, i + n);
-	*err = wp_page_keep(r, s, i, n);
+	int err = wp_page_keep(r, s, i, n);
+	/*
+	 * Once kept, the frames are r's alone and the table says writable even
+	 * if the kernel does not agree: a write then makes the page writable
+	 * again (do_wp_page), and the next snapshot write-protects it.
+	 */
+	int mkwrite = err ? 0 : ucow_backend_ops->make_writable(
+					page_addr(r, i), n << os_page_shift);
 	for (size_t k = 0; k < n; k++) {
 		pte_unlock(&s->pt, i + k, pte_read(&s->pt, i + k));
 		pte_t p = pte_read(&r->pt, i + k);
-		pte_unlock(&r->pt, i + k, *err ? p : p | PTE_WRITE);
+		pte_unlock(&r->pt, i + k, err ? p : p | PTE_WRITE);
 	}
 	region_fault_exit(s);
-	if (!*err) {
-		vma_account(r, vma_window(r, i, i + n) - before);
-		STORE(&r->next_fault, i + n);
-	}
-	return true;
+	if (err)
+		return err;
+	vma_account(r, vma_window(r, i, i + n) - before);
+	STORE(&r->next_fault, i + n);
+	return mkwrite;
 }
 
 int do_wp_page(ucow_region *r, size_t i, bool around)
@@ -340,8 +364,8 @@ int do_wp_page(ucow_region *r, size_t i, bool around)
 	frame_t f = pte_frame(pte);
 	if (f != FRAME_NONE && frame_count(f) == 1)
 		return do_wp_page_reuse(r, i, pte);
-	int err;
-	if (f != FRAME_NONE && do_wp_page_keep(r, i, pte, around, &err))
+	int err = f != FRAME_NONE ? do_wp_page_keep(r, i, pte, around) : 1;
+	if (err <= 0)
 		return err;
 	return do_wp_page_copy(r, i, pte, around);
 }

@@ -157,7 +157,8 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 	/*
 	 * A snapshot the program rolls back to is a base, used again and again:
 	 * dst's writes now copy, so that the base keeps the layout it was taken
-	 * with and a revert maps dst back to it (see wp_page_keep).
+	 * with and a revert maps dst back to it (see wp_page_keep). A policy
+	 * only: keep_lock never keeps a frame of the snapshot's own home.
 	 */
 	if (LOAD_RELAXED(&dst->snap) == src)
 		STORE(&dst->snap, NULL);

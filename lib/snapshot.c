@@ -231,8 +231,8 @@ static struct backdrop plan_backdrop(const ucow_region *src)
 	const struct pgtable *pt = &src->pt;
 	struct backdrop none = {0, 0, 0};
 	struct map_run plain = {.dry = true}, over = {.dry = true};
-	/* Few mappings (the estimate, right after the write-protect): few
-	 * runs to map, and no need to count them. */
+	/* Few mappings (the estimate; if it is off, only the count of calls
+	 * suffers): few runs to map, and no need to count them. */
 	if (LOAD_RELAXED(&src->mappings) < 3)
 		return none;
 	share_walk(&plain, src, &none, NULL);

@@ -92,9 +92,12 @@ bool vma_over_budget(long delta)
 	return delta > 0 && LOAD_RELAXED(&vmas.in_use) + delta > limit;
 }
 
+/* A kept page splits a mapping of the writer's and one of the snapshot's. */
+#define KEEP_SPLITS 4
+
 bool vma_keep_fits(void)
 {
-	return LOAD_RELAXED(&vmas.in_use) + 4 <= vmas.budget / 2;
+	return LOAD_RELAXED(&vmas.in_use) + KEEP_SPLITS <= vmas.budget / 2;
 }
 
 void vma_account(ucow_region *r, long delta)
