@@ -141,4 +141,5 @@ const struct backend signal_backend = {
 	.make_writable = signal_make_writable,
 	/* mprotect passes over a mapping that is read-only already. */
 	.wp_gap = 512,
+	.wp_splits = true,
 };

@@ -364,4 +364,5 @@ const struct backend uffd_backend = {
 	.make_writable = uffd_make_writable,
 	/* UFFDIO_WRITEPROTECT walks every pte in its range: runs only. */
 	.wp_gap = 0,
+	.wp_splits = false,
 };

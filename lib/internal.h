@@ -409,6 +409,9 @@ struct backend {
 	 * call may cover (when they hold few mappings); 0: one call per run.
 	 */
 	size_t wp_gap;
+	/* Whether a page's protection splits kernel mappings (mprotect does;
+	 * userfaultfd's write-protect marks ptes only). */
+	bool wp_splits;
 };
 
 extern const struct backend *ucow_backend_ops;

@@ -84,23 +84,99 @@ static int revert_page_in_place(ucow_region *dst, const ucow_region *src,
 	return 0;
 }
 
+/*
+ * Healing: where dst kept its frame f while src, its latest snapshot, took
+ * the copy g (wp_page_keep), and each is the only user of its frame, the
+ * revert gives f src's bytes and src maps f again, and g is freed: both
+ * regions get back the layout they had before the keep, instead of dst
+ * mapping g among its own frames. Only a plain revert: in place, dst keeps
+ * its pages writable.
+ */
+static bool heals(const ucow_region *dst, const ucow_region *src, size_t i,
+		  frame_t f, frame_t g)
+{
+	return src->readonly && src->home != FRAME_NONE &&
+	       g == src->home + (frame_t)i && frame_count(g) == 1 &&
+	       f != FRAME_NONE && frame_count(f) == 1 &&
+	       f != dst->home + (frame_t)i; /* home + i stays free for dst */
+}
+
+/* Maps src's pages [run->start, +n) to dst's frames there, then frees the
+ * copies src mapped (install, then drop, as wp_page_copy orders it). */
+static int heal_run(struct map_run *run, const ucow_region *dst)
+{
+	ucow_region *src = run->r;
+	size_t start = run->start, n = run->n;
+	for (size_t k = start; k < start + n; k++)
+		frame_get(pte_frame(pte_read(&dst->pt, k)));
+	run_flush(run);
+	for (size_t k = start; k < start + n; k++) {
+		frame_t f = pte_frame(pte_read(&dst->pt, k));
+		frame_t g = pte_frame(pte_read(&src->pt, k));
+		if (run->err) {
+			frame_put(f);
+			continue;
+		}
+		pte_set(&src->pt, k, f);
+		frame_put(g);
+	}
+	return run->err;
+}
+
+/* Page i of dst (pte d) takes src's bytes, read-only, and joins the run of
+ * src's pages to map back to dst's frames. */
+static int heal_add(struct map_run *run, ucow_region *dst, size_t i, pte_t d)
+{
+	ucow_region *src = run->r;
+	int err = 0;
+	if (d & PTE_WRITE) {
+		err = ucow_backend_ops->wrprotect(page_addr(dst, i), os_page_size);
+		if (err)
+			return err;
+		pte_set(&dst->pt, i, d & ~PTE_WRITE);
+	}
+	err = frame_fill(pte_frame(d), page_addr(src, i), os_page_size);
+	if (err)
+		return err;
+	if (run->n && !run_continues(run, i, pte_frame(d)) && heal_run(run, dst))
+		return run->err;
+	if (!run->n) {
+		run->start = i;
+		run->f0 = pte_frame(d);
+	}
+	run->n++;
+	return 0;
+}
+
 /* Ptes compared at once before they are looked at one by one. */
 #define PTE_BLOCK 8
 
+/* The runs a revert builds: dst's pages to map to src's frames, and src's
+ * pages to map back to dst's (healing). */
+struct revert_runs {
+	struct map_run share, heal;
+	bool in_place;
+};
+
 /* Reverts the pages of [lo, hi) whose frames differ: in place where dst
- * owns the frame alone and in_place is asked, else by sharing src's. */
-static int revert_range(struct map_run *run, const ucow_region *src,
-			size_t lo, size_t hi, bool in_place)
+ * owns the frame alone and in_place is asked, by healing where that
+ * applies, else by sharing src's. */
+static int revert_range(struct revert_runs *rr, const ucow_region *src,
+			size_t lo, size_t hi)
 {
-	const struct pgtable *a = &run->r->pt, *b = &src->pt;
+	ucow_region *dst = rr->share.r;
 	for (size_t i = lo; i < hi; i++) {
-		pte_t d = pte_read(a, i);
-		frame_t f = pte_frame(d), g = pte_frame(pte_read(b, i));
+		pte_t d = pte_read(&dst->pt, i);
+		frame_t f = pte_frame(d), g = pte_frame(pte_read(&src->pt, i));
+		int err = 0;
 		if (f == g)
 			continue;
-		int err = in_place && f != FRAME_NONE && frame_count(f) == 1
-				  ? revert_page_in_place(run->r, src, i, d)
-				  : revert_add(run, src, i, g);
+		if (rr->in_place && f != FRAME_NONE && frame_count(f) == 1)
+			err = revert_page_in_place(dst, src, i, d);
+		else if (!rr->in_place && heals(dst, src, i, f, g))
+			err = heal_add(&rr->heal, dst, i, d);
+		else
+			err = revert_add(&rr->share, src, i, g);
 		if (err)
 			return err;
 	}
@@ -112,10 +188,9 @@ static int revert_range(struct map_run *run, const ucow_region *src,
  * are held, so no pte is locked and ptes whose words are equal map the same
  * frames: whole leaves, then blocks of a leaf, are skipped on one memcmp.
  */
-static int revert_ptes(struct map_run *run, const ucow_region *src,
-		       bool in_place)
+static int revert_ptes(struct revert_runs *rr, const ucow_region *src)
 {
-	const struct pgtable *a = &run->r->pt, *b = &src->pt;
+	const struct pgtable *a = &rr->share.r->pt, *b = &src->pt;
 	for (size_t l = leaf_next_either(a, b, 0); l < a->nleaves;
 	     l = leaf_next_either(a, b, l + 1)) {
 		size_t lo = l << PTE_LEAF_SHIFT, hi = leaf_end(a, l);
@@ -126,12 +201,15 @@ static int revert_ptes(struct map_run *run, const ucow_region *src,
 			if (memcmp(&a->pte[i], &b->pte[i],
 				   (end - i) * sizeof(pte_t)) == 0)
 				continue;
-			int err = revert_range(run, src, i, end, in_place);
+			int err = revert_range(rr, src, i, end);
 			if (err)
 				return err;
 		}
 	}
-	return run->n ? revert_run(run, src) : 0;
+	int err = rr->share.n ? revert_run(&rr->share, src) : 0;
+	if (rr->heal.n && heal_run(&rr->heal, rr->share.r) && !err)
+		err = rr->heal.err;
+	return err;
 }
 
 static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
@@ -148,12 +226,15 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 		goto out;
 	region_hold(s);
 	region_hold(dst);
-	struct map_run run = {.r = dst};
+	struct revert_runs rr = {
+		.share = {.r = dst}, .heal = {.r = s}, .in_place = in_place};
 	err = region_wrprotect(s);
 	if (!err)
-		err = revert_ptes(&run, s, in_place);
-	if (run.mapped || err)
+		err = revert_ptes(&rr, s);
+	if (rr.share.mapped || rr.heal.calls || err)
 		vma_recount(dst);
+	if (rr.heal.calls)
+		vma_recount(s);
 	/*
 	 * A snapshot the program rolls back to is a base, used again and again:
 	 * dst's writes now copy, so that the base keeps the layout it was taken

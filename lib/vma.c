@@ -56,7 +56,8 @@ static bool vma_joins(pte_t a, pte_t b)
 	frame_t fa = pte_frame(a), fb = pte_frame(b);
 	if (fa == FRAME_NONE || fb == FRAME_NONE)
 		return fa == fb;
-	return fb == fa + 1 && (a & PTE_WRITE) == (b & PTE_WRITE);
+	return fb == fa + 1 && (!ucow_backend_ops->wp_splits ||
+				(a & PTE_WRITE) == (b & PTE_WRITE));
 }
 
 /* Mapping boundaries around page i if it held `mid` (lock bits ignored). */
@@ -92,12 +93,12 @@ bool vma_over_budget(long delta)
 	return delta > 0 && LOAD_RELAXED(&vmas.in_use) + delta > limit;
 }
 
-/* A kept page splits a mapping of the writer's and one of the snapshot's. */
-#define KEEP_SPLITS 4
-
 bool vma_keep_fits(void)
 {
-	return LOAD_RELAXED(&vmas.in_use) + KEEP_SPLITS <= vmas.budget / 2;
+	/* The snapshot's page splits a mapping, and the writer's too where
+	 * making it writable does. */
+	long splits = ucow_backend_ops->wp_splits ? 4 : 2;
+	return LOAD_RELAXED(&vmas.in_use) + splits <= vmas.budget / 2;
 }
 
 void vma_account(ucow_region *r, long delta)

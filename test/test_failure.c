@@ -259,6 +259,39 @@ static int snapshot_map_failure_changes_no_content(void)
 	return 0;
 }
 
+/*
+ * Keeping a frame costs two mapping splits (one under uffd, whose
+ * write-protect splits none), a copy one: near the budget
+ * (UCOW_MAP_BUDGET=256), keeping stops at half of it and writes copy, so
+ * that scattered writes after a snapshot reach the coalescing point no
+ * sooner than without keeping.
+ */
+static int keep_gives_way_near_the_budget(void)
+{
+	enum { N = 256, WRITES = 70 };
+	CHECK(setenv("UCOW_MAP_BUDGET", "256", 1) == 0);
+	ucow_region *src = make_filled(N, N, 3);
+	CHECK(src != NULL);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	for (size_t k = WRITES; k-- > 0;) /* every other page, descending */
+		fill_pages(ucow_base(src), 2 * k + 1, 1, 4);
+	struct ucow_stats s = stats_of(src);
+	CHECK(s.cow_kept > 0 && s.cow_copies > 0);
+	CHECK(s.cow_kept + s.cow_copies == WRITES && s.coalesced == 0);
+	size_t splits = backend_is("sigsegv") ? 4 : 2; /* see vma_keep_fits */
+	CHECK(splits * (s.cow_kept - 1) <= global_stats().mapping_budget / 2);
+	CHECK(global_stats().mappings ==
+	      (size_t)(mappings_in(ucow_base(src), N * page_size()) +
+		       mappings_in(ucow_base(snap), N * page_size())));
+	CHECK(pages_match(ucow_base(snap), 0, N, 3));
+	for (size_t k = 0; k < WRITES; k++)
+		CHECK(pages_match(ucow_base(src), 2 * k + 1, 1, 4));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+	return 0;
+}
+
 /* A budget above half of vm.max_map_count is refused, said, and the
  * default kept. */
 static int map_budget_out_of_range_is_ignored(void)
@@ -292,6 +325,7 @@ const struct child_scenario failure_scenarios[] = {
 	{"snapshot-map-failure-changes-no-content",
 	 snapshot_map_failure_changes_no_content},
 	{"map-budget-out-of-range-is-ignored", map_budget_out_of_range_is_ignored},
+	{"keep-gives-way-near-the-budget", keep_gives_way_near_the_budget},
 	{NULL, NULL},
 };
 
@@ -339,6 +373,11 @@ static void test_snapshot_map_failure_changes_no_content(void)
 		run_scenario("snapshot-map-failure-changes-no-content"), 0));
 }
 
+static void test_keep_gives_way_near_the_budget(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("keep-gives-way-near-the-budget"), 0));
+}
+
 static void test_map_budget_out_of_range_is_ignored(void)
 {
 	CU_ASSERT(CHILD_EXITED(
@@ -355,6 +394,7 @@ void add_failure_suite(void)
 		TEST(test_coalesce_map_failure_gives_the_frames_back),
 		TEST(test_snapshot_map_failure_changes_no_content),
 		TEST(test_map_budget_out_of_range_is_ignored),
+		TEST(test_keep_gives_way_near_the_budget),
 		{NULL, NULL},
 	};
 	add_suite("failure", tests);

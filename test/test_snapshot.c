@@ -459,18 +459,65 @@ static void test_write_shared_with_two_snapshots_copies(void)
 }
 
 /*
- * After a revert to its snapshot the source maps the snapshot's own copy
- * (in the snapshot's home): a write there copies, and the snapshot keeps
- * its page where it is.
+ * A revert to the latest snapshot heals what keeping did: the source's
+ * frames take the snapshot's bytes where they are, the snapshot maps them
+ * again and its copies are freed, so both are one mapping, as before the
+ * writes. The source's writes copy from then on (a base keeps its layout).
  */
-static void test_write_after_revert_to_snapshot_copies(void)
+static void test_revert_to_snapshot_heals_kept_pages(void)
+{
+	enum { N = 64 };
+	static const size_t writes[] = {40, 21, 3}; /* descending */
+	size_t ps = page_size();
+	ucow_region *src = make_filled(N, N, 9);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	long long off = mapping_offset(page_of(src, 0));
+	ucow_region *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
+	for (size_t k = 0; k < 3; k++)
+		fill_pages(ucow_base(src), writes[k], 1, 10);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 3);
+	CU_ASSERT_EQUAL(global_stats().frames, N + 3);
+	CU_ASSERT_EQUAL(ucow_revert(src, snap), 0);
+	CU_ASSERT(pages_match(ucow_base(src), 0, N, 9));
+	CU_ASSERT(pages_match(ucow_base(snap), 0, N, 9));
+	CU_ASSERT_EQUAL(global_stats().frames, N);
+	size_t moved = 0;
+	for (size_t p = 0; p < N; p++)
+		moved += mapping_offset(page_of(src, p)) != off + (long long)(p * ps) ||
+			 mapping_offset(page_of(snap, p)) != off + (long long)(p * ps);
+	CU_ASSERT_EQUAL(moved, 0);
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(src), N * ps), 1);
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(snap), N * ps), 1);
+	CU_ASSERT_EQUAL(stats_of(src).mappings, 1);
+	CU_ASSERT_EQUAL(stats_of(snap).mappings, 1);
+
+	fill_pages(ucow_base(src), 21, 1, 11);
+	fill_pages(ucow_base(src), 0, 1, 11);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 2);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 3);
+	CU_ASSERT(pages_match(ucow_base(snap), 0, N, 9));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+}
+
+/*
+ * A page the source shares with its latest snapshot's own copy (here
+ * through a revert to a clone of the snapshot) cannot be kept: the copy
+ * would go where the snapshot's page is. The source copies, and the
+ * snapshot's page stays where it is.
+ */
+static void test_write_to_the_snapshots_copy_copies(void)
 {
 	ucow_region *src = make_filled(PAGES, PAGES, 9);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
 	ucow_region *snap = ucow_snapshot(src);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
 	fill_pages(ucow_base(src), 2, 1, 10);
-	CU_ASSERT_EQUAL(ucow_revert(src, snap), 0);
+	ucow_region *base = ucow_clone(snap);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(base);
+	CU_ASSERT_EQUAL(ucow_revert(src, base), 0);
+	ucow_destroy(base);
 	long long off = mapping_offset(page_of(snap, 2));
 	CU_ASSERT_EQUAL(mapping_offset(page_of(src, 2)), off);
 	fill_pages(ucow_base(src), 2, 1, 11);
@@ -517,7 +564,8 @@ void add_snapshot_suite(void)
 		TEST(test_snapshot_keeps_content_of_its_moment),
 		TEST(test_write_after_snapshot_keeps_the_frame),
 		TEST(test_write_shared_with_two_snapshots_copies),
-		TEST(test_write_after_revert_to_snapshot_copies),
+		TEST(test_revert_to_snapshot_heals_kept_pages),
+		TEST(test_write_to_the_snapshots_copy_copies),
 		TEST(test_sequential_writes_after_snapshot_keep_runs),
 		TEST(test_snapshot_of_a_snapshot),
 		TEST(test_clone_of_a_snapshot_is_writable_and_independent),
