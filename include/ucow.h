@@ -83,7 +83,7 @@ UCOW_API ucow_region *ucow_clone(ucow_region *src);
  * checkpoint loop: snapshot, write, snapshot, destroy the older one). The
  * snapshot's content never changes; its kernel mappings do. Not done after
  * src was reverted to the snapshot (a base rolled back to keeps its
- * layout), nor while ucow's mappings fill half of its budget. For those
+ * layout), nor once ucow's mappings fill 3/8 of its budget. For those
  * copies a snapshot of a writable region reserves one frame number per page
  * (numbers, not memory: see the frame limit in the README).
  */

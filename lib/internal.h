@@ -323,8 +323,8 @@ long vma_window(const ucow_region *r, size_t lo, size_t hi);
 bool vma_over_budget(long delta);
 /*
  * Whether a fault may keep its frame (wp_page_keep): the writer's page and
- * the snapshot's each split a mapping, twice what a copy costs, so only
- * while the mappings in use are under half of the budget.
+ * the snapshot's each split a mapping, up to twice what a copy costs, so
+ * only while the mappings in use are under 3/8 of the budget.
  */
 bool vma_keep_fits(void);
 void vma_account(ucow_region *r, long delta);

@@ -93,12 +93,17 @@ bool vma_over_budget(long delta)
 	return delta > 0 && LOAD_RELAXED(&vmas.in_use) + delta > limit;
 }
 
+/*
+ * The snapshot's page splits a mapping, and the writer's too where making it
+ * writable does: a kept page can cost twice a copied one. Keeping stops at
+ * 3/8 of the budget, so that scattered writes still reach the coalescing
+ * point (7/8) after 11/32 of the budget in pages, against 14/32 with copies
+ * alone: 1% of 4 GiB written at random, 10,486 pages, fits either way.
+ */
 bool vma_keep_fits(void)
 {
-	/* The snapshot's page splits a mapping, and the writer's too where
-	 * making it writable does. */
 	long splits = ucow_backend_ops->wp_splits ? 4 : 2;
-	return LOAD_RELAXED(&vmas.in_use) + splits <= vmas.budget / 2;
+	return LOAD_RELAXED(&vmas.in_use) + splits <= vmas.budget / 8 * 3;
 }
 
 void vma_account(ucow_region *r, long delta)

@@ -262,7 +262,7 @@ static int snapshot_map_failure_changes_no_content(void)
 /*
  * Keeping a frame costs two mapping splits (one under uffd, whose
  * write-protect splits none), a copy one: near the budget
- * (UCOW_MAP_BUDGET=256), keeping stops at half of it and writes copy, so
+ * (UCOW_MAP_BUDGET=256), keeping stops at 3/8 of it and writes copy, so
  * that scattered writes after a snapshot reach the coalescing point no
  * sooner than without keeping.
  */
@@ -280,7 +280,7 @@ static int keep_gives_way_near_the_budget(void)
 	CHECK(s.cow_kept > 0 && s.cow_copies > 0);
 	CHECK(s.cow_kept + s.cow_copies == WRITES && s.coalesced == 0);
 	size_t splits = backend_is("sigsegv") ? 4 : 2; /* see vma_keep_fits */
-	CHECK(splits * (s.cow_kept - 1) <= global_stats().mapping_budget / 2);
+	CHECK(splits * (s.cow_kept - 1) <= global_stats().mapping_budget / 8 * 3);
 	CHECK(global_stats().mappings ==
 	      (size_t)(mappings_in(ucow_base(src), N * page_size()) +
 		       mappings_in(ucow_base(snap), N * page_size())));
