@@ -93,7 +93,10 @@ UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
  * Makes the content of `dst` equal to that of `src`, by sharing src's frames
  * (no data is copied): dst's own copies of the pages that differ are given
  * back, and its next write to any of them copies again. Cost grows with the
- * pages that differ (one remap per run of them).
+ * pages that differ (one remap per run of them). Where src is dst's latest
+ * snapshot and took a copy while dst kept its frame (see ucow_snapshot),
+ * the frame takes src's bytes back instead and src maps it again: both get
+ * the layout they had before.
  * Threads must not write `dst` during the call (their writes may be lost);
  * `src` may be read and written: dst takes its content as of the call.
  * Returns 0; -EINVAL (NULL handle, or sizes differ), -EBADF, -ECHILD,
