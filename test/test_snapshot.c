@@ -454,6 +454,13 @@ static void test_write_shared_with_two_snapshots_copies(void)
 	CU_ASSERT(pages_match(ucow_base(s2), 0, PAGES, 7));
 	CU_ASSERT(pages_match(ucow_base(src), 1, 1, 8));
 	CU_ASSERT(pages_match(ucow_base(src), 3, 1, 8));
+	/* ucow_unshare takes the same path, one page at a time. */
+	CU_ASSERT_EQUAL(ucow_unshare(page_of(src, 5), page_size()), 0);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 2);
+	CU_ASSERT(mapping_offset(page_of(src, 5)) !=
+		  mapping_offset(page_of(s2, 5)));
+	CU_ASSERT(pages_match(ucow_base(src), 5, 1, 7));
+	CU_ASSERT(pages_match(ucow_base(s2), 0, PAGES, 7));
 	ucow_destroy(s2);
 	ucow_destroy(src);
 }

@@ -49,12 +49,29 @@ static void *same_page_writer(void *arg)
 	return NULL;
 }
 
-static void same_page_scenario(void *unused)
+/* The page holds round r's bytes (round -1: make_filled's, seed 1). */
+static bool same_page_holds(const unsigned char *page, int round)
 {
-	(void)unused;
+	if (round < 0)
+		return pages_match(page, 0, 1, 1);
+	for (size_t i = 0; i < page_size(); i++)
+		if (page[i] != same_page_byte((unsigned)round, i % THREADS))
+			return false;
+	return true;
+}
+
+/*
+ * THREADS threads write one shared page at once, round after round: the
+ * page of a clone shared again by a revert (one copy a round), or with
+ * `keep`, the page of a region whose previous round's snapshot was just
+ * replaced by a new one (one keep a round: the snapshot takes the copy
+ * while the others wait, and holds the bytes of the round before).
+ */
+static void same_page_scenario(void *keep)
+{
 	ucow_region *src = make_filled(1, 1, 1);
 	CHECK(src != NULL);
-	ucow_region *clone = ucow_clone(src);
+	ucow_region *clone = keep ? src : ucow_clone(src), *snap = NULL;
 	CHECK(clone != NULL);
 	struct same_page sp = { .page = ucow_base(clone) };
 	CHECK(pthread_barrier_init(&sp.start, NULL, THREADS + 1) == 0);
@@ -67,15 +84,22 @@ static void same_page_scenario(void *unused)
 	}
 	for (sp.round = 0; sp.round < SAME_PAGE_ROUNDS; sp.round++) {
 		/* Share the page again so that this round's writes must copy it. */
-		CHECK(ucow_revert(clone, src) == 0);
+		if (keep) {
+			ucow_destroy(snap);
+			CHECK((snap = ucow_snapshot(src)) != NULL);
+		} else {
+			CHECK(ucow_revert(clone, src) == 0);
+		}
 		CHECK(stats_of(clone).shared_pages == 1);
-		uint64_t copies = stats_of(clone).cow_copies;
+		struct ucow_stats before = stats_of(clone);
 		pthread_barrier_wait(&sp.start);
 		pthread_barrier_wait(&sp.done);
-		CHECK(stats_of(clone).cow_copies == copies + 1);
-		for (size_t i = 0; i < page_size(); i++)
-			CHECK(sp.page[i] == same_page_byte(sp.round, i % THREADS));
-		CHECK(pages_match(ucow_base(src), 0, 1, 1));
+		struct ucow_stats after = stats_of(clone);
+		CHECK(after.cow_copies == before.cow_copies + !keep);
+		CHECK(after.cow_kept == before.cow_kept + !!keep);
+		CHECK(same_page_holds(sp.page, (int)sp.round));
+		CHECK(same_page_holds(ucow_base(keep ? snap : src),
+				      keep ? (int)sp.round - 1 : -1));
 	}
 	for (unsigned i = 0; i < THREADS; i++)
 		CHECK(pthread_join(t[i], NULL) == 0);
@@ -84,6 +108,12 @@ static void same_page_scenario(void *unused)
 static void test_threads_writing_one_shared_page_make_one_copy(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_in_child(same_page_scenario, NULL), 0));
+}
+
+static void test_threads_writing_one_kept_page_make_one_keep(void)
+{
+	static int keep = 1;
+	CU_ASSERT(CHILD_EXITED(run_in_child(same_page_scenario, &keep), 0));
 }
 
 /* ---- threads write different pages in parallel -------------------------- */
@@ -342,6 +372,7 @@ void add_threads_suite(void)
 {
 	static const struct test_case tests[] = {
 		TEST(test_threads_writing_one_shared_page_make_one_copy),
+		TEST(test_threads_writing_one_kept_page_make_one_keep),
 		TEST(test_threads_writing_different_pages),
 		TEST(test_copies_taken_while_writing_are_consistent_cuts),
 		TEST(test_snapshot_holds_its_cut_while_the_writer_keeps_frames),
