@@ -76,14 +76,13 @@ UCOW_API ucow_region *ucow_clone(ucow_region *src);
  * Creates a read-only copy of `src`. A write to a snapshot is a genuine
  * SIGSEGV for the program, never a copy. Errors as ucow_clone().
  *
- * When src (writable) then writes a page that it shares with its latest
- * snapshot alone, src keeps the page where it is and the snapshot takes
- * the copy (`cow_kept` in the stats): src's pages stay in one mapping, so
+ * When src (writable) then writes a page that it shares with its snapshots
+ * alone (up to four of them), src keeps the page where it is and the
+ * snapshots take one copy (`cow_kept` in the stats): src's pages stay in one mapping, so
  * that the next snapshot of src costs what changed since this one (a
  * checkpoint loop: snapshot, write, snapshot, destroy the older one). The
  * snapshot's content never changes; its kernel mappings do. Not done after
- * src was reverted to the snapshot (a base rolled back to keeps its
- * layout), nor once ucow's mappings fill 3/8 of its budget. For those
+ * src was reverted to a snapshot (a base rolled back to keeps its layout), nor once ucow's mappings fill 3/8 of its budget. For those
  * copies a snapshot of a writable region reserves one frame number per page
  * (numbers, not memory: see the frame limit in the README).
  */
@@ -93,8 +92,8 @@ UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
  * Makes the content of `dst` equal to that of `src`, by sharing src's frames
  * (no data is copied): dst's own copies of the pages that differ are given
  * back, and its next write to any of them copies again. Cost grows with the
- * pages that differ (one remap per run of them). Where src is dst's latest
- * snapshot and took a copy while dst kept its frame (see ucow_snapshot),
+ * pages that differ (one remap per run of them). Where src is a snapshot of
+ * dst and took a copy while dst kept its frame (see ucow_snapshot),
  * the frame takes src's bytes back instead and src maps it again: both get
  * the layout they had before.
  * Threads must not write `dst` during the call (their writes may be lost);
@@ -179,10 +178,10 @@ struct ucow_stats {
 	size_t writable_pages; /* pages mapped writable now (no fault on write) */
 	uint64_t cow_copies;   /* write faults that copied a shared page */
 	uint64_t cow_reuses;   /* write faults that only made the page writable */
-	uint64_t cow_kept;     /* write faults on a page shared with the region's
-				  latest snapshot alone: the region kept its
+	uint64_t cow_kept;     /* write faults on a page shared with snapshots
+				  of the region alone: the region kept its
 				  frame (made writable in place) and the
-				  snapshot took the copy */
+				  snapshots took one copy */
 	uint64_t zero_fills;   /* write faults that gave a never-written page a frame */
 	uint64_t coalesced;    /* pages made private by coalescing (see below) */
 	uint64_t fault_around; /* pages copied (or kept) ahead of a sequential

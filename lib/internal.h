@@ -7,6 +7,7 @@
  *   pgtable.c     a region's page table (one pte per page)
  *   region.c      region slots, address lookup, create/destroy, fork
  *   memory.c      the write fault: do_wp_page, wp_page_copy, wp_page_reuse
+ *   keep.c        the writer keeps its frame, its snapshots take the copy
  *   snapshot.c    clone and snapshot (copy_page_range's mirror)
  *   revert.c      revert: a region takes another's content
  *   backend.c     choice of fault backend, library initialisation
@@ -108,9 +109,11 @@ void ucow_atfork_init(void (*child)(void));
  * once every frame in it has been freed.
  *
  * A snapshot of a writable region has a home too, for the copies its source
- * gives it (wp_page_keep). It stays: a snapshot's pte i changes at most once
- * in its life, from a frame its source maps to home + i, so home + i is free
- * whenever pte i still maps another frame.
+ * gives it (keep.c). It stays: a copy of page i goes to home + i of the
+ * newest snapshot that shares the page, whose pte i then maps it for good
+ * (older snapshots that shared the page map the same copy; only a revert
+ * that heals, revert.c, takes it back, and frees it). So home + i is free
+ * whenever pte i maps another frame.
  */
 typedef uint32_t frame_t;
 #define FRAME_NONE ((frame_t)0)
@@ -250,9 +253,10 @@ struct ucow_region {
 	frame_t home;           /* where private copies go; for a snapshot of
 				   a writable region, where the copies its
 				   source gives it go (wp_page_keep) */
-	ucow_region *snap;      /* the latest snapshot taken of it, or NULL;
-				   the slot may since hold another region,
-				   so the fault path checks before use */
+	ucow_region *snap;      /* the latest snapshot taken of it, or NULL */
+	ucow_region *prev_snap; /* for a snapshot: its source's latest before
+				   it. Slot pointers, as `snap`: the slot may
+				   since hold another region (keep.c checks) */
 	struct pgtable pt;
 	long mappings;          /* estimate of its kernel mappings */
 	uint64_t cow_copies;
@@ -322,11 +326,12 @@ long vma_delta(const ucow_region *r, size_t i, pte_t old, pte_t new);
 long vma_window(const ucow_region *r, size_t lo, size_t hi);
 bool vma_over_budget(long delta);
 /*
- * Whether a fault may keep its frame (wp_page_keep): the writer's page and
- * the snapshot's each split a mapping, up to twice what a copy costs, so
- * only while the mappings in use are under 3/8 of the budget.
+ * Whether a fault may keep its frame for `snapshots` snapshots (keep.c):
+ * each snapshot's page and the writer's split a mapping, twice what a copy
+ * costs or more, so only while the mappings in use are under 3/8 of the
+ * budget.
  */
-bool vma_keep_fits(void);
+bool vma_keep_fits(unsigned snapshots);
 void vma_account(ucow_region *r, long delta);
 /* Recomputes r's estimate from its page table (no fault may run on r). */
 void vma_recount(ucow_region *r);
@@ -368,6 +373,30 @@ void rehome_commit(ucow_region *src, frame_t home);
 
 /* Pages one fault may copy when a writer moves in sequence. */
 #define FAULT_AROUND 16
+
+/*
+ * Locks the pages after page i (locked) that one fault may serve with it,
+ * when the writer moves in sequence; `joins` says whether page j (locked,
+ * pte) needs the same work, and locks what else it needs. Pages in the run.
+ */
+size_t fault_around_lock(ucow_region *r, size_t i,
+			 bool (*joins)(void *ctx, size_t j, pte_t pte),
+			 void *ctx);
+/*
+ * Takes the free frames [f, f + n), fills them from the pages at `from`
+ * (unless NULL: they read as zeros) and maps them over pages [i, i + n) of
+ * r; on failure gives them back.
+ */
+int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
+		 const void *from, bool writable);
+
+/* ---- keep.c ------------------------------------------------------------- */
+
+/*
+ * The writer keeps its frame (page i, pte locked): 0 or a negative errno
+ * when kept, 1 when it does not apply (copy instead).
+ */
+int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around);
 
 /*
  * Resolves a write fault on page i of r (the caller holds a fault reference).

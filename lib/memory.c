@@ -1,9 +1,9 @@
 /*
  * The write fault on a copy-on-write page: the userspace mirror of
  * do_wp_page(), wp_page_reuse() and wp_page_copy() in Linux mm/memory.c,
- * with one case the kernel does not have: wp_page_keep(), where the writer
- * keeps its frame and its latest snapshot takes the copy. Every backend (and
- * ucow_unshare) resolves faults here.
+ * with one case the kernel does not have, in keep.c: the writer keeps its
+ * frame and its snapshots take the copy. Every backend (and ucow_unshare)
+ * resolves faults here.
  *
  * Async-signal-safe: no malloc, no stdio, no lock that normal code holds;
  * only atomics, the per-page pte lock and system calls.
@@ -33,8 +33,8 @@ static int wp_page_reuse(ucow_region *r, size_t i, pte_t pte, pte_t *out)
  * (unless NULL: a free frame is a hole of the memfd and reads as zeros) and
  * maps them over pages [i, i + n) of r; on failure gives them back.
  */
-static int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
-			const void *from, bool writable)
+int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
+		 const void *from, bool writable)
 {
 	int err = from ? frame_fill(f, from, n << os_page_shift) : 0;
 	for (size_t k = 0; k < n; k++)
@@ -72,53 +72,15 @@ static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 }
 
 /*
- * The region's latest snapshot, with a fault reference taken, if it can take
- * copies now: live and not held (a fault never waits for a holder while it
- * holds ptes of its own: a revert holds two regions), a snapshot of the same
- * size with a home. r->snap is a slot pointer, and the slot may hold another
- * region by now; these checks and keep_lock's make that harmless (internal.h,
- * "homes").
- */
-static ucow_region *keep_enter(const ucow_region *r)
-{
-	ucow_region *s = LOAD(&r->snap);
-	if (!s || !region_fault_tryenter(s))
-		return NULL;
-	if (s->readonly && s->npages == r->npages && s->home != FRAME_NONE)
-		return s;
-	region_fault_exit(s);
-	return NULL;
-}
-
-/*
- * Whether page i of the writer, mapping frame f, can keep it: f has two
- * users and the other is page i of s, whose pte is then locked. The
- * snapshot's copy goes to its home + i, so not when f is that frame (the
- * writer took it back by a revert). The writer's pte is locked and both
- * regions have a fault reference, so no copy or revert can add a user.
- */
-static bool keep_lock(ucow_region *s, size_t i, frame_t f)
-{
-	pte_t p;
-	if (f == FRAME_NONE || frame_count(f) != 2 ||
-	    s->home + (frame_t)i == f || !pte_trylock(&s->pt, i, &p))
-		return false;
-	if (pte_frame(p) == f)
-		return true;
-	pte_unlock(&s->pt, i, p);
-	return false;
-}
-
-/*
  * Fault-around: a writer that moves in sequence (this fault is at the page
- * after the last one served) gets the following pages copied in the same
+ * after the last one served) gets the following pages served in the same
  * fault, as the kernel maps a run of pages around a read fault. Only pages
- * that need the same work as page i join: shared ones after a shared page,
- * zero pages after a zero page, pages the writer keeps (shared with s) after
- * one it keeps; the run stops at a page another fault holds.
+ * that need the same work as page i join (`joins` says, and locks what else
+ * it needs); the run stops at a page another fault holds.
  */
-static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f,
-				ucow_region *s)
+size_t fault_around_lock(ucow_region *r, size_t i,
+			 bool (*joins)(void *ctx, size_t j, pte_t pte),
+			 void *ctx)
 {
 	size_t n = 1;
 	if (i == 0 || LOAD_RELAXED(&r->next_fault) != i)
@@ -127,12 +89,7 @@ static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f,
 		pte_t pte;
 		if (!pte_trylock(&r->pt, i + n, &pte))
 			break;
-		frame_t g = pte_frame(pte);
-		bool same = !(pte & PTE_WRITE) &&
-			    (s ? keep_lock(s, i + n, g)
-			     : f == FRAME_NONE ? g == FRAME_NONE
-					       : g != FRAME_NONE && frame_count(g) > 1);
-		if (!same) {
+		if (!joins(ctx, i + n, pte)) {
 			pte_unlock(&r->pt, i + n, pte);
 			break;
 		}
@@ -141,50 +98,15 @@ static size_t fault_around_lock(ucow_region *r, size_t i, frame_t f,
 	return n;
 }
 
-/*
- * A failed mmap(MAP_FIXED) may have unmapped the old pages on some kernels:
- * map s's frames back, as far as possible, rather than leave a hole in a
- * snapshot (a read there would be the program's fault).
- */
-static void keep_undo(ucow_region *s, size_t i, size_t n)
+/* For a copy: shared pages after a shared page, zero pages after one. */
+static bool copy_joins(void *ctx, size_t j, pte_t pte)
 {
-	for (size_t k = 0; k < n; k++)
-		region_map_pages(s, i + k, 1, pte_frame(pte_read(&s->pt, i + k)),
-				 false);
-}
-
-/*
- * The writer keeps its frame: pages [i, i + n) of r, shared with the same
- * pages of s alone, stay r's where they are, and s takes the copies. The
- * kernel has no such case, since its copies may go anywhere; ours land at
- * memfd offsets, and a region whose written pages moved to a new home after
- * every snapshot would lie, after a few rounds, in many homes, one mapping
- * each, which every later snapshot maps and counts again. Kept, they stay
- * where they were first written: one mapping, which a snapshot maps with one
- * call. It costs a call more per fault (s's page is remapped, r's made
- * writable) and a second mapping split (vma_keep_fits).
- *
- * Copy into s's home, map the copies in s, and only then drop s's references
- * to r's frames (wp_page_copy's order). Both regions' ptes are locked.
- */
-static int wp_page_keep(ucow_region *r, ucow_region *s, size_t i, size_t n)
-{
-	frame_t copy = s->home + (frame_t)i;
-	long before = vma_window(s, i, i + n);
-	int err = copy_and_map(s, i, n, copy, page_addr(r, i), false);
-	if (err) {
-		keep_undo(s, i, n);
-		return err;
-	}
-	for (size_t k = 0; k < n; k++) {
-		pte_update_locked(&s->pt, i + k, copy + (frame_t)k);
-		frame_put(pte_frame(pte_read(&r->pt, i + k)));
-	}
-	vma_account(s, vma_window(s, i, i + n) - before);
-	COUNT(&r->cow_kept);
-	if (n > 1)
-		ADD(&r->fault_around, n - 1);
-	return 0;
+	frame_t f = *(const frame_t *)ctx, g = pte_frame(pte);
+	UNUSED(j);
+	if (pte & PTE_WRITE)
+		return false;
+	return f == FRAME_NONE ? g == FRAME_NONE
+			       : g != FRAME_NONE && frame_count(g) > 1;
 }
 
 /*
@@ -291,7 +213,8 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 		pte_unlock(&r->pt, i, pte);
 		return wp_page_coalesce(r, i);
 	}
-	size_t n = around ? fault_around_lock(r, i, pte_frame(pte), NULL) : 1;
+	frame_t f = pte_frame(pte);
+	size_t n = around ? fault_around_lock(r, i, copy_joins, &f) : 1;
 	long before = vma_window(r, i, i + n);
 	int err = wp_page_copy(r, i, n);
 	for (size_t k = 0; k < n; k++)
@@ -303,45 +226,6 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 	vma_account(r, vma_window(r, i, i + n) - before);
 	STORE(&r->next_fault, i + n);
 	return 0;
-}
-
-/*
- * The keep path, when page i's frame is shared with the latest snapshot
- * alone and the mappings it costs fit: 0 or a negative errno, or 1 when it
- * does not apply (copy instead).
- */
-static int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
-{
-	if (!vma_keep_fits())
-		return 1;
-	ucow_region *s = keep_enter(r);
-	if (!s)
-		return 1;
-	if (!keep_lock(s, i, pte_frame(pte))) {
-		region_fault_exit(s);
-		return 1;
-	}
-	size_t n = around ? fault_around_lock(r, i, pte_frame(pte), s) : 1;
-	long before = vma_window(r, i, i + n);
-	int err = wp_page_keep(r, s, i, n);
-	/*
-	 * Once kept, the frames are r's alone and the table says writable even
-	 * if the kernel does not agree: a write then makes the page writable
-	 * again (do_wp_page), and the next snapshot write-protects it.
-	 */
-	int mkwrite = err ? 0 : ucow_backend_ops->make_writable(
-					page_addr(r, i), n << os_page_shift);
-	for (size_t k = 0; k < n; k++) {
-		pte_unlock(&s->pt, i + k, pte_read(&s->pt, i + k));
-		pte_t p = pte_read(&r->pt, i + k);
-		pte_unlock(&r->pt, i + k, err ? p : p | PTE_WRITE);
-	}
-	region_fault_exit(s);
-	if (err)
-		return err;
-	vma_account(r, vma_window(r, i, i + n) - before);
-	STORE(&r->next_fault, i + n);
-	return mkwrite;
 }
 
 int do_wp_page(ucow_region *r, size_t i, bool around)

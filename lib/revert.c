@@ -85,8 +85,8 @@ static int revert_page_in_place(ucow_region *dst, const ucow_region *src,
 }
 
 /*
- * Healing: where dst kept its frame f while src, its latest snapshot, took
- * the copy g (wp_page_keep), and each is the only user of its frame, the
+ * Healing: where dst kept its frame f while src, its snapshot, took the copy
+ * g into its home (keep.c), and each is the only user of its frame, the
  * revert gives f src's bytes and src maps f again, and g is freed: both
  * regions get back the layout they had before the keep, instead of dst
  * mapping g among its own frames. Only a plain revert: in place, dst keeps
@@ -238,10 +238,10 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 	/*
 	 * A snapshot the program rolls back to is a base, used again and again:
 	 * dst's writes now copy, so that the base keeps the layout it was taken
-	 * with and a revert maps dst back to it (see wp_page_keep). A policy
-	 * only: keep_lock never keeps a frame of the snapshot's own home.
+	 * with and a revert maps dst back to it (see keep.c). A policy only:
+	 * keep.c never gives a snapshot a copy where its own copy is.
 	 */
-	if (LOAD_RELAXED(&dst->snap) == src)
+	if (src->readonly)
 		STORE(&dst->snap, NULL);
 	rehome_commit(s, home);
 	home = FRAME_NONE;

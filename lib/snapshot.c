@@ -310,8 +310,10 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		rehome_commit(src, home);
 		/* Before src's faults resume, so that the first keeps. */
 		region_publish(dst);
-		if (readonly && !src->readonly)
+		if (readonly && !src->readonly) {
+			dst->prev_snap = src->snap;
 			STORE(&src->snap, dst);
+		}
 	}
 	region_release(src);
 out:

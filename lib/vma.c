@@ -100,9 +100,9 @@ bool vma_over_budget(long delta)
  * point (7/8) after 11/32 of the budget in pages, against 14/32 with copies
  * alone: 1% of 4 GiB written at random, 10,486 pages, fits either way.
  */
-bool vma_keep_fits(void)
+bool vma_keep_fits(unsigned snapshots)
 {
-	long splits = ucow_backend_ops->wp_splits ? 4 : 2;
+	long splits = 2 * (long)snapshots + (ucow_backend_ops->wp_splits ? 2 : 0);
 	return LOAD_RELAXED(&vmas.in_use) + splits <= vmas.budget / 8 * 3;
 }
 

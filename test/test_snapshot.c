@@ -434,35 +434,51 @@ static void test_write_after_snapshot_keeps_the_frame(void)
 }
 
 /*
- * Only a frame shared with the latest snapshot alone is kept: with an older
- * snapshot sharing it too, the writer copies, as with a clone.
+ * Snapshots kept alive together all take one copy: the writer keeps its
+ * frame while the page is shared with its snapshots alone (up to four of
+ * them), and copies when a clone shares it, or more snapshots.
  */
-static void test_write_shared_with_two_snapshots_copies(void)
+static void test_write_shared_with_snapshots_keeps_one_copy_for_all(void)
 {
-	ucow_region *src = make_filled(PAGES, PAGES, 7);
+	ucow_region *src = make_filled(PAGES, PAGES, 7), *s[5];
 	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
-	ucow_region *s1 = ucow_snapshot(src), *s2 = ucow_snapshot(src);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(s1);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(s2);
+	long long off = mapping_offset(page_of(src, 3));
+	for (size_t k = 0; k < 2; k++)
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s[k] = ucow_snapshot(src));
 	fill_pages(ucow_base(src), 3, 1, 8);
-	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
-	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 0);
-	ucow_destroy(s1);
-	fill_pages(ucow_base(src), 1, 1, 8);
-	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
 	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 1);
-	CU_ASSERT(pages_match(ucow_base(s2), 0, PAGES, 7));
-	CU_ASSERT(pages_match(ucow_base(src), 1, 1, 8));
-	CU_ASSERT(pages_match(ucow_base(src), 3, 1, 8));
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 0);
+	CU_ASSERT_EQUAL(mapping_offset(page_of(src, 3)), off);
+	CU_ASSERT(mapping_offset(page_of(s[0], 3)) != off);
+	CU_ASSERT_EQUAL(mapping_offset(page_of(s[0], 3)),
+			mapping_offset(page_of(s[1], 3)));
+	CU_ASSERT_EQUAL(global_stats().frames, PAGES + 1);
+	CU_ASSERT(pages_match(ucow_base(s[0]), 0, PAGES, 7));
+	CU_ASSERT(pages_match(ucow_base(s[1]), 0, PAGES, 7));
+
 	/* ucow_unshare takes the same path, one page at a time. */
 	CU_ASSERT_EQUAL(ucow_unshare(page_of(src, 5), page_size()), 0);
 	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 2);
-	CU_ASSERT(mapping_offset(page_of(src, 5)) !=
-		  mapping_offset(page_of(s2, 5)));
 	CU_ASSERT(pages_match(ucow_base(src), 5, 1, 7));
-	CU_ASSERT(pages_match(ucow_base(s2), 0, PAGES, 7));
-	ucow_destroy(s2);
+
+	ucow_region *clone = ucow_clone(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(clone);
+	fill_pages(ucow_base(src), 1, 1, 8);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
+	ucow_destroy(clone);
+	for (size_t k = 2; k < 5; k++)
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s[k] = ucow_snapshot(src));
+	fill_pages(ucow_base(src), 6, 1, 8); /* five snapshots share it */
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 2);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 2);
+	for (size_t k = 0; k < 5; k++) {
+		CU_ASSERT(pages_match(ucow_base(s[k]), 6, 1, 7));
+		CU_ASSERT(pages_match(ucow_base(s[k]), 3, 1, k < 2 ? 7 : 8));
+		ucow_destroy(s[k]);
+	}
+	CU_ASSERT(pages_match(ucow_base(src), 6, 1, 8));
 	ucow_destroy(src);
+	CU_ASSERT_EQUAL(global_stats().frames, 0);
 }
 
 /*
@@ -570,7 +586,7 @@ void add_snapshot_suite(void)
 		TEST(test_write_to_snapshot_zero_page_is_sigsegv),
 		TEST(test_snapshot_keeps_content_of_its_moment),
 		TEST(test_write_after_snapshot_keeps_the_frame),
-		TEST(test_write_shared_with_two_snapshots_copies),
+		TEST(test_write_shared_with_snapshots_keeps_one_copy_for_all),
 		TEST(test_revert_to_snapshot_heals_kept_pages),
 		TEST(test_write_to_the_snapshots_copy_copies),
 		TEST(test_sequential_writes_after_snapshot_keep_runs),

@@ -63,15 +63,16 @@ static bool same_page_holds(const unsigned char *page, int round)
 /*
  * THREADS threads write one shared page at once, round after round: the
  * page of a clone shared again by a revert (one copy a round), or with
- * `keep`, the page of a region whose previous round's snapshot was just
- * replaced by a new one (one keep a round: the snapshot takes the copy
- * while the others wait, and holds the bytes of the round before).
+ * `snaps` (1 or 2), the page of a region whose previous round's snapshots
+ * were just replaced by new ones (one keep a round: the snapshots take one
+ * copy while the others wait, and hold the bytes of the round before).
  */
-static void same_page_scenario(void *keep)
+static void same_page_scenario(void *snaps)
 {
+	unsigned keep = snaps ? *(const unsigned *)snaps : 0;
 	ucow_region *src = make_filled(1, 1, 1);
 	CHECK(src != NULL);
-	ucow_region *clone = keep ? src : ucow_clone(src), *snap = NULL;
+	ucow_region *clone = keep ? src : ucow_clone(src), *snap[2] = {0};
 	CHECK(clone != NULL);
 	struct same_page sp = { .page = ucow_base(clone) };
 	CHECK(pthread_barrier_init(&sp.start, NULL, THREADS + 1) == 0);
@@ -84,10 +85,11 @@ static void same_page_scenario(void *keep)
 	}
 	for (sp.round = 0; sp.round < SAME_PAGE_ROUNDS; sp.round++) {
 		/* Share the page again so that this round's writes must copy it. */
-		if (keep) {
-			ucow_destroy(snap);
-			CHECK((snap = ucow_snapshot(src)) != NULL);
-		} else {
+		for (unsigned k = 0; k < keep; k++) {
+			ucow_destroy(snap[k]);
+			CHECK((snap[k] = ucow_snapshot(src)) != NULL);
+		}
+		if (!keep) {
 			CHECK(ucow_revert(clone, src) == 0);
 		}
 		CHECK(stats_of(clone).shared_pages == 1);
@@ -98,8 +100,10 @@ static void same_page_scenario(void *keep)
 		CHECK(after.cow_copies == before.cow_copies + !keep);
 		CHECK(after.cow_kept == before.cow_kept + !!keep);
 		CHECK(same_page_holds(sp.page, (int)sp.round));
-		CHECK(same_page_holds(ucow_base(keep ? snap : src),
-				      keep ? (int)sp.round - 1 : -1));
+		if (!keep)
+			CHECK(same_page_holds(ucow_base(src), -1));
+		for (unsigned k = 0; k < keep; k++)
+			CHECK(same_page_holds(ucow_base(snap[k]), (int)sp.round - 1));
 	}
 	for (unsigned i = 0; i < THREADS; i++)
 		CHECK(pthread_join(t[i], NULL) == 0);
@@ -112,8 +116,9 @@ static void test_threads_writing_one_shared_page_make_one_copy(void)
 
 static void test_threads_writing_one_kept_page_make_one_keep(void)
 {
-	static int keep = 1;
-	CU_ASSERT(CHILD_EXITED(run_in_child(same_page_scenario, &keep), 0));
+	static const unsigned one = 1, two = 2;
+	CU_ASSERT(CHILD_EXITED(run_in_child(same_page_scenario, (void *)&one), 0));
+	CU_ASSERT(CHILD_EXITED(run_in_child(same_page_scenario, (void *)&two), 0));
 }
 
 /* ---- threads write different pages in parallel -------------------------- */

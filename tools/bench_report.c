@@ -195,7 +195,7 @@ static void print_legend(FILE *f)
 		"  less; for throughput (figure 5) above 1 means ucow does more.\n"
 		"ucow c/k/r/z/co/fa: ucow's counters for the writes of its last round:\n"
 		"  faults that copied a shared page / kept the frame of a page shared with\n"
-		"  the latest snapshot alone (the snapshot took the copy) / made one\n"
+		"  the region's snapshots alone (they took the copy) / made one\n"
 		"  writable in place (reused) /\n"
 		"  gave a never-written page a frame (zero-filled); pages made private by\n"
 		"  coalescing; pages copied ahead of a sequential writer (fault-around).\n"
