@@ -218,7 +218,9 @@ static void print_legend(FILE *f)
 		"  before (a checkpoint each period); the last one is timed. Its 'write'\n"
 		"  row: the 1%% written after the first snapshot, per page (the region\n"
 		"  keeps its frames, the snapshot takes the copies), against as many\n"
-		"  random pages written to a clone of the region (each copied).\n");
+		"  random pages written to a clone of the region (each copied). Its '2\n"
+		"  alive' row: then ten more snapshots, 0.1%% changed before each, each\n"
+		"  destroying the one before the previous (two alive at a time).\n");
 }
 
 void bench_print_table(const struct bench *b, FILE *f)

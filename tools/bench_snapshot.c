@@ -32,6 +32,7 @@ const char *const bench_m_snap_first = "snapshot, first";
 const char *const bench_m_snap_after = "snapshot after 1% changed";
 const char *const bench_m_snap_chain = "snapshot after 1% changed, 10th";
 static const char *const m_snap_write = "write 1% after a snapshot";
+static const char *const m_snap_two = "10th snapshot, 2 alive, 0.1%";
 const char *const bench_m_revert = "revert after 1% changed";
 const char *const bench_m_cycle = "write 1% + revert";
 const char *const bench_m_revert_in_place = "revert in place, same 1% changed";
@@ -83,16 +84,16 @@ static int timed_snapshot(ucow_region *r, ucow_region **snap, double *secs)
 }
 
 /* Writes `count` random pages of r; c gets the faults they took. */
-static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, double *secs,
-			struct bench_counters *c)
+static int write_pages(struct size_run *z, ucow_region *r, size_t count, uint64_t seed,
+		       double *secs, struct bench_counters *c)
 {
 	struct bench_counters before;
-	size_t *pages = bench_sample(z->pages, z->count, seed);
+	size_t *pages = bench_sample(z->pages, count, seed);
 	if (!pages)
 		return bench_lib_error("malloc", ENOMEM);
 	int rc = bench_counters(r, &before);
 	double t0 = cli_now();
-	bench_touch(ucow_base(r), z->page, pages, z->count);
+	bench_touch(ucow_base(r), z->page, pages, count);
 	*secs = cli_now() - t0;
 	free(pages);
 	if (!rc)
@@ -106,6 +107,13 @@ static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, doubl
 	return rc;
 }
 
+/* Writes 1% of r's pages at random. */
+static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, double *secs,
+			struct bench_counters *c)
+{
+	return write_pages(z, r, z->count, seed, secs, c);
+}
+
 /* ---- figure 2 ---- */
 
 /* Snapshots in a row of the chain row, each after 1% changed. */
@@ -117,8 +125,8 @@ static int write_sample(struct size_run *z, ucow_region *r, uint64_t seed, doubl
  * frames), and the same number of pages written to a clone (copied).
  */
 struct snap_times {
-	double first, after, chain, write, clone_write;
-	struct bench_counters after_c, chain_c, clone_c;
+	double first, after, chain, write, clone_write, two;
+	struct bench_counters after_c, chain_c, clone_c, two_c;
 };
 
 /* Writes 1% of a new clone of r: the copy path, beside the keep path. */
@@ -157,6 +165,34 @@ static int snap_chain(struct size_run *z, ucow_region *r, ucow_region **snap,
 	return 0;
 }
 
+/*
+ * A program that keeps its two latest snapshots (one being saved while the
+ * next is taken): after the 1% row, ten more snapshots, each after 0.1% of
+ * the pages changed, each destroying the one before the previous. The last
+ * one is timed.
+ */
+static int snap_chain_two(struct size_run *z, ucow_region *r, ucow_region **snap,
+			  unsigned round, struct snap_times *t)
+{
+	ucow_region *older = NULL;
+	size_t count = z->count / 10 ? z->count / 10 : 1;
+	double w;
+	int rc = 0;
+	for (unsigned k = 0; k < SNAP_CHAIN && !rc; k++) {
+		ucow_region *next = NULL;
+		uint64_t seed = (round_seed(z, round) + 1) * SNAP_CHAIN + k;
+		rc = write_pages(z, r, count, seed, &w, &t->two_c) ||
+		     timed_snapshot(r, &next, &t->two);
+		if (!rc) {
+			ucow_destroy(older);
+			older = *snap;
+			*snap = next;
+		}
+	}
+	ucow_destroy(older);
+	return rc;
+}
+
 static int ucow_snap_round(struct size_run *z, unsigned round, struct snap_times *t)
 {
 	ucow_region *snap1 = NULL, *snap2 = NULL, *r = populated_region(z);
@@ -170,6 +206,8 @@ static int ucow_snap_round(struct size_run *z, unsigned round, struct snap_times
 		rc = clone_write(z, r, round, t);
 	if (!rc)
 		rc = snap_chain(z, r, &snap2, round, t);
+	if (!rc)
+		rc = snap_chain_two(z, r, &snap2, round, t);
 	ucow_destroy(snap2);
 	ucow_destroy(r);
 	return rc;
@@ -186,13 +224,16 @@ static int figure2(struct size_run *z)
 	struct bench_row *after = bench_row_new(b, 2, bench_m_snap_after, z->size, UNIT_SECONDS);
 	struct bench_row *chain = bench_row_new(b, 2, bench_m_snap_chain, z->size, UNIT_SECONDS);
 	struct bench_row *write = bench_row_new(b, 2, m_snap_write, z->size, UNIT_PER_PAGE);
-	if (!first || !after || !chain || !write)
+	struct bench_row *two = bench_row_new(b, 2, m_snap_two, z->size, UNIT_SECONDS);
+	if (!first || !after || !chain || !write || !two)
 		return bench_lib_error("malloc", ENOMEM);
 	bench_row_alt(first, "fork(), same heap");
 	bench_row_alt(after, "fork() after 1% changed");
 	bench_row_alt(chain, "fork() after 1% changed");
 	bench_row_alt(write, "the same writes to a clone");
+	bench_row_alt(two, "fork(), same heap");
 	after->has_counters = chain->has_counters = write->has_counters = true;
+	two->has_counters = true;
 	struct snap_times t;
 	double k1, k2;
 	for (unsigned r = 0; r < b->rounds; r++) {
@@ -208,6 +249,9 @@ static int figure2(struct size_run *z)
 		bench_add(&chain->alt[0], k2);
 		bench_add(&write->ucow, t.write);
 		bench_add(&write->alt[0], t.clone_write);
+		bench_add(&two->ucow, t.two);
+		bench_add(&two->alt[0], k1);
+		two->counters = t.two_c;
 		after->counters = t.after_c;
 		chain->counters = t.chain_c;
 		write->counters = t.after_c;
