@@ -77,14 +77,16 @@ UCOW_API ucow_region *ucow_clone(ucow_region *src);
  * SIGSEGV for the program, never a copy. Errors as ucow_clone().
  *
  * When src (writable) then writes a page that it shares with its snapshots
- * alone (up to four of them), src keeps the page where it is and the
- * snapshots take one copy (`cow_kept` in the stats): src's pages stay in one mapping, so
- * that the next snapshot of src costs what changed since this one (a
- * checkpoint loop: snapshot, write, snapshot, destroy the older one). The
- * snapshot's content never changes; its kernel mappings do. Not done after
- * src was reverted to a snapshot (a base rolled back to keeps its layout), nor once ucow's mappings fill 3/8 of its budget. For those
- * copies a snapshot of a writable region reserves one frame number per page
- * (numbers, not memory: see the frame limit in the README).
+ * alone (found among its four latest, oldest last; destroying the newest or
+ * one between them hides the older ones), src keeps the page where it is
+ * and the snapshots take one copy (`cow_kept` in the stats): src's pages
+ * stay in one mapping, so that the next snapshot of src costs what changed
+ * since this one (a checkpoint loop: snapshot, write, snapshot, destroy the
+ * oldest). A snapshot's content never changes; its kernel mappings do. Not
+ * done after src was reverted to a snapshot (a base rolled back to keeps
+ * its layout), nor once ucow's mappings fill 3/8 of its budget. For those
+ * copies a snapshot of a writable region reserves one frame number per
+ * page (numbers, not memory: see the frame limit in the README).
  */
 UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
 

@@ -252,7 +252,7 @@ struct ucow_region {
 	size_t va_size;         /* reserved address space, whole chunks */
 	frame_t home;           /* where private copies go; for a snapshot of
 				   a writable region, where the copies its
-				   source gives it go (wp_page_keep) */
+				   source gives it go (keep.c) */
 	ucow_region *snap;      /* the latest snapshot taken of it, or NULL */
 	ucow_region *prev_snap; /* for a snapshot: its source's latest before
 				   it. Slot pointers, as `snap`: the slot may
@@ -261,7 +261,7 @@ struct ucow_region {
 	long mappings;          /* estimate of its kernel mappings */
 	uint64_t cow_copies;
 	uint64_t cow_reuses;
-	uint64_t cow_kept;      /* faults that kept the frame (wp_page_keep) */
+	uint64_t cow_kept;      /* faults that kept the frame (keep.c) */
 	uint64_t zero_fills;
 	uint64_t coalesced;     /* pages made private by coalescing */
 	uint64_t fault_around;  /* pages copied ahead by sequential faults */

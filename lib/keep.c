@@ -76,7 +76,9 @@ static void keepers_exit(struct keepers *k)
  * The snapshots of r's chain whose page i maps f, each with a fault
  * reference and page i locked: true if they are all of f's users but r.
  * r's pte is locked and every user found is held by us, so no copy or
- * revert can add one meanwhile.
+ * revert can add one meanwhile. A region reached twice (a slot reused in
+ * the chain) is counted once: the pte lock is not re-entrant, so its
+ * second trylock fails.
  */
 static bool keepers_find(const ucow_region *r, size_t i, frame_t f,
 			 struct keepers *k)
@@ -121,51 +123,63 @@ static bool keepers_join(void *ctx, size_t j, pte_t pte)
 
 /*
  * A failed mmap(MAP_FIXED) may have unmapped the old pages on some kernels:
- * map the snapshots' frames back, as far as possible, rather than leave a
- * hole in a snapshot (a read there would be the program's fault).
+ * map the snapshot's frames back, as far as possible, rather than leave a
+ * hole in it (a read there would be the program's fault).
  */
-static void keep_undo(const struct keepers *k, size_t i, size_t n)
+static void keep_undo(ucow_region *s, size_t i, size_t n)
 {
-	for (unsigned j = 0; j < k->n; j++)
-		for (size_t m = i; m < i + n; m++)
-			region_map_pages(k->s[j], m, 1,
-					 pte_frame(pte_read(&k->s[j]->pt, m)),
-					 false);
+	for (size_t m = i; m < i + n; m++)
+		region_map_pages(s, m, 1, pte_frame(pte_read(&s->pt, m)), false);
 }
 
-/*
- * Copies pages [i, i + n) of r into the newest snapshot's home, maps the
- * copies in every snapshot that shares them, and only then drops the
- * snapshots' references to r's frames (wp_page_copy's order). All ptes
- * concerned are locked.
- */
-static int wp_page_keep(ucow_region *r, struct keepers *k, size_t i, size_t n)
+/* Keepers [0, upto) map the copies: their ptes say so, and each drops its
+ * reference to r's frames (the copies have one reference per keeper). */
+static void keep_commit(ucow_region *r, struct keepers *k, unsigned upto,
+			size_t i, size_t n, const long *before)
 {
 	frame_t copy = k->s[0]->home + (frame_t)i;
-	long before[KEEP_CHAIN];
-	for (unsigned j = 0; j < k->n; j++)
-		before[j] = vma_window(k->s[j], i, i + n);
-	int err = copy_and_map(k->s[0], i, n, copy, page_addr(r, i), false);
-	bool copied = !err;
-	for (unsigned j = 1; j < k->n && !err; j++)
-		err = region_map_pages(k->s[j], i, n, copy, false);
-	if (err) {
-		keep_undo(k, i, n);
-		for (size_t m = 0; copied && m < n; m++)
-			frame_put(copy + (frame_t)m);
-		return err;
-	}
 	for (size_t m = 0; m < n; m++) {
 		frame_t f = pte_frame(pte_read(&r->pt, i + m));
-		for (unsigned j = 0; j < k->n; j++) {
+		for (unsigned j = 0; j < upto; j++) {
 			if (j)
 				frame_get(copy + (frame_t)m);
 			pte_update_locked(&k->s[j]->pt, i + m, copy + (frame_t)m);
 			frame_put(f);
 		}
 	}
-	for (unsigned j = 0; j < k->n; j++)
+	for (unsigned j = 0; j < upto; j++)
 		vma_account(k->s[j], vma_window(k->s[j], i, i + n) - before[j]);
+}
+
+/*
+ * Copies pages [i, i + n) of r into the newest snapshot's home, maps the
+ * copies in every snapshot that shares them, and only then drops the
+ * snapshots' references to r's frames (wp_page_copy's order). All ptes
+ * concerned are locked. If a snapshot cannot map the copies, those that
+ * did keep them and the others keep sharing r's frames: r's pages stay
+ * read-only, and the fault fails (the table is true either way).
+ */
+static int wp_page_keep(ucow_region *r, struct keepers *k, size_t i, size_t n)
+{
+	long before[KEEP_CHAIN];
+	for (unsigned j = 0; j < k->n; j++)
+		before[j] = vma_window(k->s[j], i, i + n);
+	int err = copy_and_map(k->s[0], i, n, k->s[0]->home + (frame_t)i,
+			       page_addr(r, i), false);
+	if (err) {
+		keep_undo(k->s[0], i, n);
+		return err;
+	}
+	unsigned mapped = 1;
+	while (mapped < k->n &&
+	       !(err = region_map_pages(k->s[mapped], i, n,
+					k->s[0]->home + (frame_t)i, false)))
+		mapped++;
+	keep_commit(r, k, mapped, i, n, before);
+	if (err) {
+		keep_undo(k->s[mapped], i, n);
+		return err;
+	}
 	COUNT(&r->cow_kept);
 	if (n > 1)
 		ADD(&r->fault_around, n - 1);

@@ -309,11 +309,11 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	if (!err) {
 		rehome_commit(src, home);
 		/* Before src's faults resume, so that the first keeps. */
+		if (readonly && !src->readonly)
+			STORE(&dst->prev_snap, src->snap);
 		region_publish(dst);
-		if (readonly && !src->readonly) {
-			dst->prev_snap = src->snap;
+		if (readonly && !src->readonly)
 			STORE(&src->snap, dst);
-		}
 	}
 	region_release(src);
 out:

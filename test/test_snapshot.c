@@ -436,7 +436,7 @@ static void test_write_after_snapshot_keeps_the_frame(void)
 /*
  * Snapshots kept alive together all take one copy: the writer keeps its
  * frame while the page is shared with its snapshots alone (up to four of
- * them), and copies when a clone shares it, or more snapshots.
+ * them), and copies when a clone shares it, or a fifth snapshot.
  */
 static void test_write_shared_with_snapshots_keeps_one_copy_for_all(void)
 {
@@ -466,13 +466,18 @@ static void test_write_shared_with_snapshots_keeps_one_copy_for_all(void)
 	fill_pages(ucow_base(src), 1, 1, 8);
 	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
 	ucow_destroy(clone);
-	for (size_t k = 2; k < 5; k++)
+	for (size_t k = 2; k < 4; k++)
 		CU_ASSERT_PTR_NOT_NULL_FATAL(s[k] = ucow_snapshot(src));
+	fill_pages(ucow_base(src), 4, 1, 8); /* four snapshots share it */
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 3);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s[4] = ucow_snapshot(src));
 	fill_pages(ucow_base(src), 6, 1, 8); /* five snapshots share it */
 	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 2);
-	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 2);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 3);
 	for (size_t k = 0; k < 5; k++) {
 		CU_ASSERT(pages_match(ucow_base(s[k]), 6, 1, 7));
+		CU_ASSERT(pages_match(ucow_base(s[k]), 4, 1, k < 4 ? 7 : 8));
 		CU_ASSERT(pages_match(ucow_base(s[k]), 3, 1, k < 2 ? 7 : 8));
 		ucow_destroy(s[k]);
 	}
@@ -555,7 +560,8 @@ static void test_write_to_the_snapshots_copy_copies(void)
 
 /*
  * A writer moving in sequence keeps runs of frames in one fault, and the
- * snapshot's copies, in its home, merge into one mapping.
+ * snapshots' copies, in the newest one's home, merge into one mapping in
+ * each of them.
  */
 static void test_sequential_writes_after_snapshot_keep_runs(void)
 {
@@ -563,7 +569,8 @@ static void test_sequential_writes_after_snapshot_keep_runs(void)
 	size_t ps = page_size();
 	ucow_region *src = make_filled(N, N, 12);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
-	ucow_region *snap = ucow_snapshot(src);
+	ucow_region *older = ucow_snapshot(src), *snap = ucow_snapshot(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(older);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(snap);
 	for (size_t p = 0; p < N; p++) /* ascending (fill_pages descends) */
 		fill_pages(ucow_base(src), p, 1, 13);
@@ -573,8 +580,13 @@ static void test_sequential_writes_after_snapshot_keep_runs(void)
 	CU_ASSERT_EQUAL(s.cow_copies, 0);
 	CU_ASSERT(pages_match(ucow_base(src), 0, N, 13));
 	CU_ASSERT(pages_match(ucow_base(snap), 0, N, 12));
+	CU_ASSERT(pages_match(ucow_base(older), 0, N, 12));
 	CU_ASSERT_EQUAL(mappings_in(ucow_base(snap), N * ps), 1);
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(older), N * ps), 1);
 	CU_ASSERT_EQUAL(stats_of(snap).mappings, 1);
+	CU_ASSERT_EQUAL(stats_of(older).mappings, 1);
+	CU_ASSERT_EQUAL(global_stats().frames, 2 * N);
+	ucow_destroy(older);
 	ucow_destroy(snap);
 	ucow_destroy(src);
 }
