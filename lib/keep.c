@@ -58,17 +58,14 @@ static bool keeper_lock(ucow_region *s, size_t i, frame_t f)
 	return false;
 }
 
-static void keepers_unlock(const struct keepers *k, size_t i, size_t n)
+/* Unlocks the keepers' pages [i, i + n) and drops their fault references. */
+static void keepers_release(struct keepers *k, size_t i, size_t n)
 {
-	for (unsigned j = 0; j < k->n; j++)
+	for (unsigned j = 0; j < k->n; j++) {
 		for (size_t m = i; m < i + n; m++)
 			pte_unlock(&k->s[j]->pt, m, pte_read(&k->s[j]->pt, m));
-}
-
-static void keepers_exit(struct keepers *k)
-{
-	for (unsigned j = 0; j < k->n; j++)
 		region_fault_exit(k->s[j]);
+	}
 	k->n = 0;
 }
 
@@ -98,8 +95,7 @@ static bool keepers_find(const ucow_region *r, size_t i, frame_t f,
 	}
 	if (k->n && frame_count(f) == k->n + 1)
 		return true;
-	keepers_unlock(k, i, 1);
-	keepers_exit(k);
+	keepers_release(k, i, 1);
 	return false;
 }
 
@@ -192,8 +188,7 @@ int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 	if (!keepers_find(r, i, pte_frame(pte), &k))
 		return 1;
 	if (!vma_keep_fits(k.n)) {
-		keepers_unlock(&k, i, 1);
-		keepers_exit(&k);
+		keepers_release(&k, i, 1);
 		return 1;
 	}
 	size_t n = around ? fault_around_lock(r, i, keepers_join, &k) : 1;
@@ -206,12 +201,11 @@ int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 	 */
 	int mkwrite = err ? 0 : ucow_backend_ops->make_writable(
 					page_addr(r, i), n << os_page_shift);
-	keepers_unlock(&k, i, n);
+	keepers_release(&k, i, n);
 	for (size_t m = i; m < i + n; m++) {
 		pte_t p = pte_read(&r->pt, m);
 		pte_unlock(&r->pt, m, err ? p : p | PTE_WRITE);
 	}
-	keepers_exit(&k);
 	if (err)
 		return err;
 	vma_account(r, vma_window(r, i, i + n) - before);

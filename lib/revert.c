@@ -25,8 +25,9 @@ static int revert_check(const ucow_region *dst, const ucow_region *src)
 }
 
 /*
- * Points dst's pages [run->start, +n) at src's frames: take the new frames,
- * map them, and only then drop the old ones (as wp_page_copy orders it).
+ * Points the pages [run->start, +n) of run->r (dst, or src when healing) at
+ * the frames `src` maps there: take the new frames, map them, and only then
+ * drop the old ones (as wp_page_copy orders it).
  */
 static int revert_run(struct map_run *run, const ucow_region *src)
 {
@@ -101,30 +102,9 @@ static bool heals(const ucow_region *dst, const ucow_region *src, size_t i,
 	       f != dst->home + (frame_t)i; /* home + i stays free for dst */
 }
 
-/* Maps src's pages [run->start, +n) to dst's frames there, then frees the
- * copies src mapped (install, then drop, as wp_page_copy orders it). */
-static int heal_run(struct map_run *run, const ucow_region *dst)
-{
-	ucow_region *src = run->r;
-	size_t start = run->start, n = run->n;
-	for (size_t k = start; k < start + n; k++)
-		frame_get(pte_frame(pte_read(&dst->pt, k)));
-	run_flush(run);
-	for (size_t k = start; k < start + n; k++) {
-		frame_t f = pte_frame(pte_read(&dst->pt, k));
-		frame_t g = pte_frame(pte_read(&src->pt, k));
-		if (run->err) {
-			frame_put(f);
-			continue;
-		}
-		pte_set(&src->pt, k, f);
-		frame_put(g);
-	}
-	return run->err;
-}
-
 /* Page i of dst (pte d) takes src's bytes, read-only, and joins the run of
- * src's pages to map back to dst's frames. */
+ * src's pages to point back at dst's frames (a revert the other way round,
+ * which frees src's copies). */
 static int heal_add(struct map_run *run, ucow_region *dst, size_t i, pte_t d)
 {
 	ucow_region *src = run->r;
@@ -136,16 +116,7 @@ static int heal_add(struct map_run *run, ucow_region *dst, size_t i, pte_t d)
 		pte_set(&dst->pt, i, d & ~PTE_WRITE);
 	}
 	err = frame_fill(pte_frame(d), page_addr(src, i), os_page_size);
-	if (err)
-		return err;
-	if (run->n && !run_continues(run, i, pte_frame(d)) && heal_run(run, dst))
-		return run->err;
-	if (!run->n) {
-		run->start = i;
-		run->f0 = pte_frame(d);
-	}
-	run->n++;
-	return 0;
+	return err ? err : revert_add(run, dst, i, pte_frame(d));
 }
 
 /* Ptes compared at once before they are looked at one by one. */
@@ -207,7 +178,7 @@ static int revert_ptes(struct revert_runs *rr, const ucow_region *src)
 		}
 	}
 	int err = rr->share.n ? revert_run(&rr->share, src) : 0;
-	if (rr->heal.n && heal_run(&rr->heal, rr->share.r) && !err)
+	if (rr->heal.n && revert_run(&rr->heal, rr->share.r) && !err)
 		err = rr->heal.err;
 	return err;
 }

@@ -288,6 +288,9 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		errno = -err;
 		return NULL;
 	}
+	/* A snapshot of a writable region takes copies when src writes (keep.c):
+	 * it needs a home, and joins src's chain. */
+	bool chained = readonly && !src->readonly;
 	sigset_t mask;
 	ucow_lock(&mask);
 	ucow_region *dst = NULL;
@@ -296,9 +299,7 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		goto out;
 	if (!(dst = region_new(src->npages, readonly, &err)))
 		goto out;
-	/* A snapshot of a writable region takes the copies when src writes. */
-	if (readonly && !src->readonly &&
-	    (err = home_alloc(dst->npages, &dst->home)) != 0)
+	if (chained && (err = home_alloc(dst->npages, &dst->home)) != 0)
 		goto out;
 	if ((err = rehome_prepare(src, &home)) != 0)
 		goto out;
@@ -309,10 +310,10 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	if (!err) {
 		rehome_commit(src, home);
 		/* Before src's faults resume, so that the first keeps. */
-		if (readonly && !src->readonly)
+		if (chained)
 			STORE(&dst->prev_snap, src->snap);
 		region_publish(dst);
-		if (readonly && !src->readonly)
+		if (chained)
 			STORE(&src->snap, dst);
 	}
 	region_release(src);
