@@ -144,50 +144,28 @@ static int clone_write(struct size_run *z, ucow_region *r, unsigned round,
 }
 
 /*
- * A program that keeps the latest of a series of snapshots (a checkpoint
- * every period): from the second snapshot, each of the next ones is taken
- * after a new random 1% changed, and the previous one then destroyed. The
- * last one is timed.
- */
-static int snap_chain(struct size_run *z, ucow_region *r, ucow_region **snap,
-		      unsigned round, struct snap_times *t)
-{
-	double w;
-	for (unsigned k = 2; k < SNAP_CHAIN; k++) {
-		ucow_region *next = NULL;
-		uint64_t seed = round_seed(z, round) * SNAP_CHAIN + k;
-		if (write_sample(z, r, seed, &w, &t->chain_c) ||
-		    timed_snapshot(r, &next, &t->chain))
-			return 1;
-		ucow_destroy(*snap);
-		*snap = next;
-	}
-	return 0;
-}
-
-/*
- * A program that keeps its two latest snapshots (one being saved while the
- * next is taken): after the 1% row, ten more snapshots, each after 0.1% of
- * the pages changed, each destroying the one before the previous. The last
+ * A program that takes a snapshot every period and keeps the latest one
+ * (`two`: the two latest, one being saved while the next is taken): snapshots
+ * [from, SNAP_CHAIN) of a row, each after `count` random pages changed, each
+ * destroying the one before (`two`: the one before the previous). The last
  * one is timed.
  */
-static int snap_chain_two(struct size_run *z, ucow_region *r, ucow_region **snap,
-			  unsigned round, struct snap_times *t)
+static int snap_row(struct size_run *z, ucow_region *r, ucow_region **snap,
+		    unsigned from, size_t count, bool two, uint64_t seed0,
+		    double *last, struct bench_counters *c)
 {
 	ucow_region *older = NULL;
-	size_t count = z->count / 10 ? z->count / 10 : 1;
 	double w;
 	int rc = 0;
-	for (unsigned k = 0; k < SNAP_CHAIN && !rc; k++) {
+	for (unsigned k = from; k < SNAP_CHAIN && !rc; k++) {
 		ucow_region *next = NULL;
-		uint64_t seed = (round_seed(z, round) + 1) * SNAP_CHAIN + k;
-		rc = write_pages(z, r, count, seed, &w, &t->two_c) ||
-		     timed_snapshot(r, &next, &t->two);
-		if (!rc) {
-			ucow_destroy(older);
-			older = *snap;
-			*snap = next;
-		}
+		rc = write_pages(z, r, count, seed0 + k, &w, c) ||
+		     timed_snapshot(r, &next, last);
+		if (rc)
+			break;
+		ucow_destroy(two ? older : *snap);
+		older = two ? *snap : NULL;
+		*snap = next;
 	}
 	ucow_destroy(older);
 	return rc;
@@ -196,7 +174,7 @@ static int snap_chain_two(struct size_run *z, ucow_region *r, ucow_region **snap
 static int ucow_snap_round(struct size_run *z, unsigned round, struct snap_times *t)
 {
 	ucow_region *snap1 = NULL, *snap2 = NULL, *r = populated_region(z);
-	double w;
+	double w = 0; /* read below even when a step before the writes failed */
 	int rc = !r || timed_snapshot(r, &snap1, &t->first) ||
 		 write_sample(z, r, round_seed(z, round), &w, &t->after_c) ||
 		 timed_snapshot(r, &snap2, &t->after);
@@ -204,10 +182,14 @@ static int ucow_snap_round(struct size_run *z, unsigned round, struct snap_times
 	ucow_destroy(snap1);
 	if (!rc)
 		rc = clone_write(z, r, round, t);
+	/* The 10th of a row after 1% each, then after 0.1% with two alive. */
+	uint64_t seed = round_seed(z, round) * SNAP_CHAIN;
 	if (!rc)
-		rc = snap_chain(z, r, &snap2, round, t);
+		rc = snap_row(z, r, &snap2, 2, z->count, false, seed, &t->chain,
+			      &t->chain_c);
 	if (!rc)
-		rc = snap_chain_two(z, r, &snap2, round, t);
+		rc = snap_row(z, r, &snap2, 0, z->count / 10 ? z->count / 10 : 1,
+			      true, seed + SNAP_CHAIN, &t->two, &t->two_c);
 	ucow_destroy(snap2);
 	ucow_destroy(r);
 	return rc;
