@@ -276,10 +276,13 @@ UCOW_API int ucow_handle_fault(void *addr);
  * (_exit, abort, siglongjmp under the signal backend). With no handler (NULL,
  * the default) ucow writes one line naming the address and the cause to
  * stderr and aborts. For tests, UCOW_FAILPOINT_FILL=N in the environment
- * makes the next N page copies fail with ENOMEM, and UCOW_FAILPOINT_MAP=N
+ * makes the next N page copies fail with ENOMEM, UCOW_FAILPOINT_MAP=N
  * the first mapping of N pages or more of a region's pages (a window that a
  * fault coalesces near the mapping budget is 64 pages; a clone's or
- * snapshot's backdrop, see the README, spans most of the region).
+ * snapshot's backdrop, see the README, spans most of the region), and
+ * UCOW_FAILPOINT_MAP=N,K the K-th such mapping. The failed mapping leaves
+ * the pages unmapped, as a failed mmap(MAP_FIXED) may; ucow maps them back
+ * as they were.
  */
 typedef void (*ucow_fault_error_fn)(void *addr, int error, void *arg);
 UCOW_API void ucow_on_fault_error(ucow_fault_error_fn fn, void *arg);

@@ -447,7 +447,11 @@ extern const struct backend *ucow_backend_ops;
 extern const struct backend signal_backend;
 extern const struct backend uffd_backend;
 
-/* Maps pages [i, i + n) of r: frames f, f+1, ... or zeros if f is none. */
+/*
+ * Maps pages [i, i + n) of r: frames f, f+1, ... or zeros if f is none. On
+ * failure the pages are mapped as r's table says again (as far as possible),
+ * so callers update the table only once the map has succeeded.
+ */
 int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 		     bool writable);
 /* Reads the failpoint from the environment value (see region.c). */

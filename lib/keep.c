@@ -117,17 +117,6 @@ static bool keepers_join(void *ctx, size_t j, pte_t pte)
 	return false;
 }
 
-/*
- * A failed mmap(MAP_FIXED) may have unmapped the old pages on some kernels:
- * map the snapshot's frames back, as far as possible, rather than leave a
- * hole in it (a read there would be the program's fault).
- */
-static void keep_undo(ucow_region *s, size_t i, size_t n)
-{
-	for (size_t m = i; m < i + n; m++)
-		region_map_pages(s, m, 1, pte_frame(pte_read(&s->pt, m)), false);
-}
-
 /* Keepers [0, upto) map the copies: their ptes say so, and each drops its
  * reference to r's frames (the copies have one reference per keeper). */
 static void keep_commit(ucow_region *r, struct keepers *k, unsigned upto,
@@ -162,20 +151,16 @@ static int wp_page_keep(ucow_region *r, struct keepers *k, size_t i, size_t n)
 		before[j] = vma_window(k->s[j], i, i + n);
 	int err = copy_and_map(k->s[0], i, n, k->s[0]->home + (frame_t)i,
 			       page_addr(r, i), false);
-	if (err) {
-		keep_undo(k->s[0], i, n);
+	if (err)
 		return err;
-	}
 	unsigned mapped = 1;
 	while (mapped < k->n &&
 	       !(err = region_map_pages(k->s[mapped], i, n,
 					k->s[0]->home + (frame_t)i, false)))
 		mapped++;
 	keep_commit(r, k, mapped, i, n, before);
-	if (err) {
-		keep_undo(k->s[mapped], i, n);
+	if (err)
 		return err;
-	}
 	COUNT(&r->cow_kept);
 	if (n > 1)
 		ADD(&r->fault_around, n - 1);

@@ -148,23 +148,36 @@ fail_table:
  * A failpoint for tests of the failure path: UCOW_FAILPOINT_MAP=N makes the
  * first call below for N pages or more fail with ENOMEM (a window coalesced
  * in a fault is 64 pages; a clone's or snapshot's backdrop spans most of
- * the region).
+ * the region), and UCOW_FAILPOINT_MAP=N,K the K-th such call (the maps of a
+ * fault come after those of the operations that set its scene). The pages
+ * are left inaccessible, as a failed mmap(MAP_FIXED) may leave them.
  */
 static size_t failpoint_map;
+static size_t failpoint_map_calls; /* calls of failpoint_map pages or more */
 
 void region_failpoints_init(const char *map)
 {
-	failpoint_map = map ? strtoul(map, NULL, 10) : 0;
+	char *end = NULL;
+	failpoint_map = map ? strtoul(map, &end, 10) : 0;
+	failpoint_map_calls = end && *end == ',' ? strtoul(end + 1, NULL, 10) : 1;
+	if (!failpoint_map_calls)
+		failpoint_map = 0;
 }
 
-int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
-		     bool writable)
+static bool failpoint_map_fires(size_t n)
 {
 	size_t fail_at = LOAD_RELAXED(&failpoint_map);
-	if (fail_at && n >= fail_at &&
-	    __atomic_compare_exchange_n(&failpoint_map, &fail_at, 0, false,
-					__ATOMIC_RELAXED, __ATOMIC_RELAXED))
-		return -ENOMEM;
+	if (!fail_at || n < fail_at)
+		return false;
+	if (__atomic_sub_fetch(&failpoint_map_calls, 1, __ATOMIC_RELAXED))
+		return false;
+	STORE(&failpoint_map, 0);
+	return true;
+}
+
+static int map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
+		     bool writable)
+{
 	void *addr = page_addr(r, i);
 	size_t len = n << os_page_shift;
 	if (r->readonly)
@@ -174,6 +187,46 @@ int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 	if (f == FRAME_NONE)
 		return ucow_backend_ops->map_zero(addr, len);
 	return ucow_backend_ops->map_frame(addr, len, frame_offset(f), writable);
+}
+
+/* Whether page j continues the run of pages from i that pte p starts. */
+static bool table_run_continues(const ucow_region *r, size_t i, pte_t p,
+				size_t j)
+{
+	pte_t q = pte_read(&r->pt, j);
+	frame_t f = pte_frame(p);
+	return (q & PTE_WRITE) == (p & PTE_WRITE) &&
+	       pte_frame(q) == (f == FRAME_NONE ? f : f + (frame_t)(j - i));
+}
+
+/*
+ * Maps [i, i + n) as r's table says, a call per run, as far as it can: a
+ * failed mmap(MAP_FIXED) may have unmapped the old pages, and a hole would
+ * make the next access the program's fault.
+ */
+static void map_table(ucow_region *r, size_t i, size_t n)
+{
+	for (size_t end = i + n, m; i < end; i += m) {
+		pte_t p = pte_read(&r->pt, i);
+		for (m = 1; i + m < end && table_run_continues(r, i, p, i + m); m++)
+			;
+		map_pages(r, i, m, pte_frame(p), !r->readonly && (p & PTE_WRITE));
+	}
+}
+
+int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
+		     bool writable)
+{
+	int err;
+	if (failpoint_map_fires(n)) {
+		os_map_none(page_addr(r, i), n << os_page_shift);
+		err = -ENOMEM;
+	} else {
+		err = map_pages(r, i, n, f, writable);
+	}
+	if (err)
+		map_table(r, i, n);
+	return err;
 }
 
 static void set_owner(const ucow_region *r, uint32_t idx)

@@ -114,6 +114,137 @@ static void leave_the_fault(void *addr, int error, void *arg)
 	siglongjmp(leave_fault, 1);
 }
 
+/*
+ * A keep that fails to map one snapshot's copy. Two snapshots share the
+ * pages of src; page 9 (kept first) stops the fault-around of the write to
+ * page 4, which would keep pages 4 to 8 in one fault: the third mapping of
+ * 5 pages or more is the newest snapshot's copy (each snapshot mapped the
+ * region with one call before), the fourth the older one's. The failpoint
+ * leaves the pages unmapped, as a failed mmap(MAP_FIXED) may. The handler
+ * leaves the fault (signal backend), so the state after the failure is
+ * what the program sees: every page of both snapshots reads its old bytes,
+ * the mapping estimate is true, and frames_after frames are in use. Then
+ * the write is made again, and the pages are kept.
+ */
+static void keep_map_fails(const char *nth, size_t frames_after,
+			   ucow_region **src, ucow_region **old,
+			   ucow_region **new)
+{
+	enum { P = 16 };
+	CHECK(setenv("UCOW_FAILPOINT_MAP", nth, 1) == 0);
+	CHECK(ucow_set_backend("sigsegv") == 0);
+	static int calls;
+	ucow_on_fault_error(leave_the_fault, &calls);
+	*src = make_filled(P, P, 61); /* descending: no fault-around */
+	CHECK(*src != NULL);
+	*old = ucow_snapshot(*src);
+	*new = ucow_snapshot(*src);
+	CHECK(*old != NULL && *new != NULL);
+	page_of(*src, 9)[0] = 9;
+	page_of(*src, 3)[0] = 3;
+	if (sigsetjmp(leave_fault, 1) == 0)
+		page_of(*src, 4)[0] = 4;
+	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
+	CHECK(pages_match(ucow_base(*old), 0, P, 61));
+	CHECK(pages_match(ucow_base(*new), 0, P, 61));
+	CHECK(pages_match(ucow_base(*src), 4, 5, 61));
+	CHECK(stats_of(*src).cow_kept == 2 && stats_of(*src).writable_pages == 2);
+	CHECK(global_stats().frames == frames_after);
+	size_t mappings = (size_t)(mappings_in(ucow_base(*src), P * page_size()) +
+				   mappings_in(ucow_base(*old), P * page_size()) +
+				   mappings_in(ucow_base(*new), P * page_size()));
+	CHECK(global_stats().mappings == mappings);
+
+	for (size_t p = 4; p <= 8; p++)
+		page_of(*src, p)[0] = (char)p; /* one fault keeps them */
+	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
+	CHECK(pages_match(ucow_base(*old), 0, P, 61));
+	CHECK(pages_match(ucow_base(*new), 0, P, 61));
+	for (size_t p = 0; p < P; p++)
+		CHECK(p >= 3 && p <= 9 ? page_of(*src, p)[0] == (char)p
+				       : pages_match(ucow_base(*src), p, 1, 61));
+	struct ucow_stats s = stats_of(*src);
+	CHECK(s.cow_kept == 3 && s.cow_copies == 0 && s.fault_around == 4);
+	mappings = (size_t)(mappings_in(ucow_base(*src), P * page_size()) +
+			    mappings_in(ucow_base(*old), P * page_size()) +
+			    mappings_in(ucow_base(*new), P * page_size()));
+	CHECK(global_stats().mappings == mappings);
+}
+
+/*
+ * The same for a copy: the clone's write to page 4 would copy pages 4 to 8
+ * in one fault (page 9 is its own already), and the second mapping of 5
+ * pages or more (the first mapped the clone) fails and leaves them
+ * unmapped: afterwards the clone still reads src's bytes there.
+ */
+static int copy_map_failure_leaves_the_pages_mapped(void)
+{
+	enum { P = 16 };
+	CHECK(setenv("UCOW_FAILPOINT_MAP", "5,2", 1) == 0);
+	CHECK(ucow_set_backend("sigsegv") == 0);
+	static int calls;
+	ucow_on_fault_error(leave_the_fault, &calls);
+	ucow_region *src = make_filled(P, P, 61);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	page_of(clone, 9)[0] = 9;
+	page_of(clone, 3)[0] = 3;
+	if (sigsetjmp(leave_fault, 1) == 0)
+		page_of(clone, 4)[0] = 4;
+	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
+	CHECK(pages_match(ucow_base(clone), 4, 5, 61));
+	CHECK(global_stats().frames == P + 2);
+	CHECK(global_stats().mappings ==
+	      (size_t)(mappings_in(ucow_base(src), P * page_size()) +
+		       mappings_in(ucow_base(clone), P * page_size())));
+	page_of(clone, 4)[0] = 4;
+	CHECK(stats_of(clone).cow_copies == 3 && stats_of(clone).fault_around == 4);
+	CHECK(page_of(clone, 4)[0] == 4 && pages_match(ucow_base(src), 0, P, 61));
+	ucow_destroy(clone);
+	ucow_destroy(src);
+	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+	return 0;
+}
+
+static void destroy_three(ucow_region *a, ucow_region *b, ucow_region *c)
+{
+	ucow_destroy(a);
+	ucow_destroy(b);
+	ucow_destroy(c);
+	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+}
+
+/* The newest snapshot's map fails: nothing is kept, both snapshots keep
+ * sharing src's frames, and the write made again gives them one copy. */
+static int keep_map_failure_in_the_newest_snapshot(void)
+{
+	ucow_region *src, *old, *new;
+	/* src's 16 and the copies of pages 9 and 3, which both snapshots map */
+	keep_map_fails("5,3", 16 + 2, &src, &old, &new);
+	CHECK(global_stats().frames == 16 + 2 + 5);
+	for (size_t p = 3; p <= 9; p++)
+		CHECK(mapping_offset(page_of(old, p)) ==
+		      mapping_offset(page_of(new, p)));
+	destroy_three(src, old, new);
+	return 0;
+}
+
+/* The older snapshot's map fails: the newest keeps the copies it mapped,
+ * the older one keeps sharing src's frames, and the write made again gives
+ * it copies of its own. */
+static int keep_map_failure_in_an_older_snapshot(void)
+{
+	ucow_region *src, *old, *new;
+	keep_map_fails("5,4", 16 + 2 + 5, &src, &old, &new);
+	CHECK(global_stats().frames == 16 + 2 + 5 + 5);
+	for (size_t p = 3; p <= 9; p++)
+		CHECK((p >= 4 && p <= 8) == (mapping_offset(page_of(old, p)) !=
+					     mapping_offset(page_of(new, p))));
+	destroy_three(src, old, new);
+	return 0;
+}
+
 /* Writes every other page of a new region until one more split would pass
  * ucow's limit (seven eighths of its budget): the next fault coalesces. */
 static ucow_region *fill_mapping_budget(void)
@@ -318,6 +449,12 @@ const struct child_scenario failure_scenarios[] = {
 	{"copy-failure-aborts-by-default", copy_failure_aborts_by_default},
 	{"copy-failure-calls-the-handler", copy_failure_calls_the_handler},
 	{"keep-failure-calls-the-handler", keep_failure_calls_the_handler},
+	{"copy-map-failure-leaves-the-pages-mapped",
+	 copy_map_failure_leaves_the_pages_mapped},
+	{"keep-map-failure-in-the-newest-snapshot",
+	 keep_map_failure_in_the_newest_snapshot},
+	{"keep-map-failure-in-an-older-snapshot",
+	 keep_map_failure_in_an_older_snapshot},
 	{"coalesce-failure-leaves-the-table-true",
 	 coalesce_failure_leaves_the_table_true},
 	{"coalesce-map-failure-gives-the-frames-back",
@@ -355,6 +492,24 @@ static void test_keep_failure_calls_the_program_handler(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("keep-failure-calls-the-handler"), 0));
 }
 
+static void test_copy_map_failure_leaves_the_pages_mapped(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("copy-map-failure-leaves-the-pages-mapped"), 0));
+}
+
+static void test_keep_map_failure_in_the_newest_snapshot(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("keep-map-failure-in-the-newest-snapshot"), 0));
+}
+
+static void test_keep_map_failure_in_an_older_snapshot(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("keep-map-failure-in-an-older-snapshot"), 0));
+}
+
 static void test_coalesce_failure_leaves_the_table_true(void)
 {
 	CU_ASSERT(CHILD_EXITED(
@@ -390,6 +545,9 @@ void add_failure_suite(void)
 		TEST(test_copy_failure_aborts_with_a_clear_line),
 		TEST(test_copy_failure_calls_the_program_handler),
 		TEST(test_keep_failure_calls_the_program_handler),
+		TEST(test_copy_map_failure_leaves_the_pages_mapped),
+		TEST(test_keep_map_failure_in_the_newest_snapshot),
+		TEST(test_keep_map_failure_in_an_older_snapshot),
 		TEST(test_coalesce_failure_leaves_the_table_true),
 		TEST(test_coalesce_map_failure_gives_the_frames_back),
 		TEST(test_snapshot_map_failure_changes_no_content),
