@@ -77,9 +77,8 @@ UCOW_API ucow_region *ucow_clone(ucow_region *src);
  * SIGSEGV for the program, never a copy. Errors as ucow_clone().
  *
  * When src (writable) then writes a page that it shares with its snapshots
- * alone (found among its four latest, oldest last; destroying the newest or
- * one between them hides the older ones), src keeps the page where it is
- * and the snapshots take one copy (`cow_kept` in the stats): src's pages
+ * alone (found among its four latest live ones), src keeps the page where
+ * it is and the snapshots take one copy (`cow_kept` in the stats): src's pages
  * stay in one mapping, so that the next snapshot of src costs what changed
  * since this one (a checkpoint loop: snapshot, write, snapshot, destroy the
  * oldest). A snapshot's content never changes; its kernel mappings do. Not

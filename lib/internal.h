@@ -253,10 +253,17 @@ struct ucow_region {
 	frame_t home;           /* where private copies go; for a snapshot of
 				   a writable region, where the copies its
 				   source gives it go (keep.c) */
-	ucow_region *snap;      /* the latest snapshot taken of it, or NULL */
-	ucow_region *prev_snap; /* for a snapshot: its source's latest before
-				   it. Slot pointers, as `snap`: the slot may
-				   since hold another region (keep.c checks) */
+	/*
+	 * The chain of a writable region's snapshots (keep.c), newest first:
+	 * snap, then each one's prev_snap. Changed under the global lock; the
+	 * fault path reads snap and prev_snap without it, and checks what it
+	 * finds (a slot read a moment before its region was destroyed may
+	 * hold another region by now).
+	 */
+	ucow_region *snap;      /* the latest live snapshot taken of it */
+	ucow_region *prev_snap; /* for a snapshot: the next older one */
+	ucow_region *next_snap; /* for a snapshot: the next newer one */
+	ucow_region *source;    /* for a snapshot in a chain: its region */
 	struct pgtable pt;
 	long mappings;          /* estimate of its kernel mappings */
 	uint64_t cow_copies;
@@ -397,6 +404,16 @@ int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
  * when kept, 1 when it does not apply (copy instead).
  */
 int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around);
+/*
+ * The chain (global lock held). chain_add links snap in as src's newest
+ * (before snap is published; src->snap is set once it is); chain_remove
+ * unlinks a snapshot being destroyed, so that the older ones stay in
+ * reach; chain_detach empties a region's chain (its snapshots keep their
+ * own links, and no longer name a source).
+ */
+void chain_add(ucow_region *src, ucow_region *snap);
+void chain_remove(ucow_region *snap);
+void chain_detach(ucow_region *src);
 
 /*
  * Resolves a write fault on page i of r (the caller holds a fault reference).

@@ -11,14 +11,46 @@
  * mapping splits (vma_keep_fits).
  *
  * The snapshots are found through the region's chain: r->snap, its latest,
- * then each one's prev_snap, the latest its source had before it. The chain
- * holds slot pointers, and a slot may hold another region by now: a member
- * is used only if it is live and not held, a snapshot of the same size with
- * a home, and its page maps the frame; the frame is kept only if the
- * members found are all its other users. Any such read-only region can take
- * the copy: its bytes are the same. Async-signal-safe, as memory.c.
+ * then each one's prev_snap, the next older. The chain is kept under the
+ * global lock (a destroyed snapshot is unlinked, so the older ones stay in
+ * reach), and read here without it: a slot read a moment before its
+ * snapshot was destroyed may hold another region by now. So a member is
+ * used only if it is live and not held, a snapshot of the same size with a
+ * home, and its page maps the frame; the frame is kept only if the members
+ * found are all its other users. Any such read-only region can take the
+ * copy: its bytes are the same. Async-signal-safe, as memory.c.
  */
 #include "internal.h"
+
+void chain_add(ucow_region *src, ucow_region *snap)
+{
+	ucow_region *newest = src->snap;
+	STORE(&snap->prev_snap, newest);
+	snap->source = src;
+	if (newest)
+		newest->next_snap = snap;
+	STORE(&src->snap, snap);
+}
+
+void chain_remove(ucow_region *snap)
+{
+	ucow_region *older = snap->prev_snap, *newer = snap->next_snap;
+	if (newer)
+		STORE(&newer->prev_snap, older);
+	else if (snap->source)
+		STORE(&snap->source->snap, older);
+	if (older)
+		older->next_snap = newer;
+	STORE(&snap->prev_snap, NULL);
+	snap->next_snap = snap->source = NULL;
+}
+
+void chain_detach(ucow_region *src)
+{
+	for (ucow_region *s = src->snap; s; s = s->prev_snap)
+		s->source = NULL;
+	STORE(&src->snap, NULL);
+}
 
 /* Snapshots of a chain that one fault looks at. */
 #define KEEP_CHAIN 4
@@ -170,7 +202,8 @@ static int wp_page_keep(ucow_region *r, struct keepers *k, size_t i, size_t n)
 int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 {
 	struct keepers k;
-	if (!keepers_find(r, i, pte_frame(pte), &k))
+	/* Near the budget, not even one snapshot would fit: skip the search. */
+	if (!vma_keep_fits(1) || !keepers_find(r, i, pte_frame(pte), &k))
 		return 1;
 	if (!vma_keep_fits(k.n)) {
 		keepers_release(&k, i, 1);

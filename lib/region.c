@@ -387,6 +387,10 @@ void ucow_destroy(ucow_region *r)
 		os_release((void *)r->base, r->va_size);
 		region_free_slot(r);
 	} else if (!err) {
+		if (r->readonly)
+			chain_remove(r);
+		else
+			chain_detach(r);
 		STORE(&r->state, REGION_DYING);
 		SUB(&live_regions, 1);
 		set_owner(r, 0);

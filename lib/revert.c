@@ -213,7 +213,7 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 	 * keep.c never gives a snapshot a copy where its own copy is.
 	 */
 	if (src->readonly)
-		STORE(&dst->snap, NULL);
+		chain_detach(dst);
 	rehome_commit(s, home);
 	home = FRAME_NONE;
 	region_release(dst);

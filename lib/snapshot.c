@@ -311,10 +311,8 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 		rehome_commit(src, home);
 		/* Before src's faults resume, so that the first keeps. */
 		if (chained)
-			STORE(&dst->prev_snap, src->snap);
+			chain_add(src, dst);
 		region_publish(dst);
-		if (chained)
-			STORE(&src->snap, dst);
 	}
 	region_release(src);
 out:

@@ -487,6 +487,54 @@ static void test_write_shared_with_snapshots_keeps_one_copy_for_all(void)
 }
 
 /*
+ * Destroying a snapshot unlinks it from its source's chain: the snapshots
+ * older than it stay in reach, whether it was the newest or one in the
+ * middle, and a write shared with them keeps the frame. Snapshots that
+ * outlive their source change no other region's chain when destroyed.
+ */
+static void test_destroying_a_snapshot_keeps_the_older_ones_in_reach(void)
+{
+	ucow_region *src = make_filled(PAGES, PAGES, 7), *s[3];
+	CU_ASSERT_PTR_NOT_NULL_FATAL(src);
+	for (size_t k = 0; k < 3; k++)
+		CU_ASSERT_PTR_NOT_NULL_FATAL(s[k] = ucow_snapshot(src));
+	ucow_destroy(s[2]); /* the newest */
+	fill_pages(ucow_base(src), 3, 1, 8);
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 1);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 0);
+	CU_ASSERT_EQUAL(mapping_offset(page_of(s[0], 3)),
+			mapping_offset(page_of(s[1], 3)));
+	CU_ASSERT_EQUAL(global_stats().frames, PAGES + 1);
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(s[2] = ucow_snapshot(src));
+	ucow_destroy(s[1]); /* the middle one */
+	fill_pages(ucow_base(src), 5, 1, 8); /* not 4: no fault-around */
+	CU_ASSERT_EQUAL(stats_of(src).cow_kept, 2);
+	CU_ASSERT_EQUAL(stats_of(src).cow_copies, 0);
+	CU_ASSERT_EQUAL(mapping_offset(page_of(s[0], 5)),
+			mapping_offset(page_of(s[2], 5)));
+	CU_ASSERT_EQUAL(global_stats().frames, PAGES + 2);
+	CU_ASSERT(pages_match(ucow_base(s[0]), 0, PAGES, 7));
+	CU_ASSERT(pages_match(ucow_base(s[2]), 0, 3, 7));
+	CU_ASSERT(pages_match(ucow_base(s[2]), 3, 1, 8));
+	CU_ASSERT(pages_match(ucow_base(s[2]), 4, PAGES - 4, 7));
+
+	ucow_destroy(src);
+	ucow_region *other = make_filled(PAGES, PAGES, 9);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+	ucow_region *t = ucow_snapshot(other);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+	ucow_destroy(s[2]);
+	ucow_destroy(s[0]);
+	fill_pages(ucow_base(other), 2, 1, 10);
+	CU_ASSERT_EQUAL(stats_of(other).cow_kept, 1);
+	CU_ASSERT(pages_match(ucow_base(t), 0, PAGES, 9));
+	ucow_destroy(t);
+	ucow_destroy(other);
+	CU_ASSERT_EQUAL(global_stats().frames, 0);
+}
+
+/*
  * A revert to the latest snapshot heals what keeping did: the source's
  * frames take the snapshot's bytes where they are, the snapshot maps them
  * again and its copies are freed, so both are one mapping, as before the
@@ -599,6 +647,7 @@ void add_snapshot_suite(void)
 		TEST(test_snapshot_keeps_content_of_its_moment),
 		TEST(test_write_after_snapshot_keeps_the_frame),
 		TEST(test_write_shared_with_snapshots_keeps_one_copy_for_all),
+		TEST(test_destroying_a_snapshot_keeps_the_older_ones_in_reach),
 		TEST(test_revert_to_snapshot_heals_kept_pages),
 		TEST(test_write_to_the_snapshots_copy_copies),
 		TEST(test_sequential_writes_after_snapshot_keep_runs),
