@@ -397,6 +397,16 @@ size_t fault_around_lock(ucow_region *r, size_t i,
 int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
 		 const void *from, bool writable);
 
+/*
+ * The end of a fault that served pages [i, i + n) (ptes locked; `before`:
+ * their vma_window when it began). Done (err 0): they are unlocked
+ * writable, on their home frames if `copied`, else on their own frames,
+ * and the mappings and the writer's position are accounted. Failed: they
+ * are unlocked as the table says. Returns err.
+ */
+int fault_finish(ucow_region *r, size_t i, size_t n, bool copied, long before,
+		 int err);
+
 /* ---- keep.c ------------------------------------------------------------- */
 
 /*

@@ -220,13 +220,6 @@ int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 	int mkwrite = err ? 0 : ucow_backend_ops->make_writable(
 					page_addr(r, i), n << os_page_shift);
 	keepers_release(&k, i, n);
-	for (size_t m = i; m < i + n; m++) {
-		pte_t p = pte_read(&r->pt, m);
-		pte_unlock(&r->pt, m, err ? p : p | PTE_WRITE);
-	}
-	if (err)
-		return err;
-	vma_account(r, vma_window(r, i, i + n) - before);
-	STORE(&r->next_fault, i + n);
-	return mkwrite;
+	err = fault_finish(r, i, n, false, before, err);
+	return err ? err : mkwrite;
 }

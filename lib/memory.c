@@ -157,6 +157,22 @@ static void coalesce_commit(ucow_region *r, size_t lo, size_t hi)
 	}
 }
 
+int fault_finish(ucow_region *r, size_t i, size_t n, bool copied, long before,
+		 int err)
+{
+	for (size_t k = i; k < i + n; k++) {
+		pte_t p = pte_read(&r->pt, k);
+		if (!err)
+			p = (copied ? r->home + (frame_t)k : pte_frame(p)) | PTE_WRITE;
+		pte_unlock(&r->pt, k, p);
+	}
+	if (err)
+		return err;
+	vma_account(r, vma_window(r, i, i + n) - before);
+	STORE(&r->next_fault, i + n);
+	return 0;
+}
+
 /*
  * Near the mapping budget, a fault makes the whole window around page i
  * private and maps it with one mapping: a little memory (the window's shared
@@ -217,15 +233,7 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 	size_t n = around ? fault_around_lock(r, i, copy_joins, &f) : 1;
 	long before = vma_window(r, i, i + n);
 	int err = wp_page_copy(r, i, n);
-	for (size_t k = 0; k < n; k++)
-		pte_unlock(&r->pt, i + k,
-			   err ? pte_read(&r->pt, i + k)
-			       : (r->home + (frame_t)(i + k)) | PTE_WRITE);
-	if (err)
-		return err;
-	vma_account(r, vma_window(r, i, i + n) - before);
-	STORE(&r->next_fault, i + n);
-	return 0;
+	return fault_finish(r, i, n, true, before, err);
 }
 
 int do_wp_page(ucow_region *r, size_t i, bool around)
