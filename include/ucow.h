@@ -82,10 +82,11 @@ UCOW_API ucow_region *ucow_clone(ucow_region *src);
  * stay in one mapping, so that the next snapshot of src costs what changed
  * since this one (a checkpoint loop: snapshot, write, snapshot, destroy the
  * oldest). A snapshot's content never changes; its kernel mappings do. Not
- * done after src was reverted to a snapshot (a base rolled back to keeps
- * its layout), nor once ucow's mappings fill 3/8 of its budget. For those
- * copies a snapshot of a writable region reserves one frame number per
- * page (numbers, not memory: see the frame limit in the README).
+ * done for the snapshots src had when it was reverted to a snapshot (a
+ * base rolled back to keeps its layout; snapshots taken after the revert
+ * are served again), nor once ucow's mappings fill 3/8 of its budget. For
+ * those copies a snapshot of a writable region reserves one frame number
+ * per page (numbers, not memory: see the frame limit in the README).
  */
 UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
 

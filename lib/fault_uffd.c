@@ -333,13 +333,27 @@ static int uffd_make_writable(void *addr, size_t size)
 	return uffd_set_wp(addr, size, UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
 }
 
+/*
+ * The mappings below are writable for the MMU until uffd protects them: if
+ * that fails, the range must not stay so (a write would land unseen in a
+ * shared frame). It is left inaccessible; region_map_pages then maps it
+ * back as the table says.
+ */
+static int uffd_map_failed(void *addr, size_t size, int err)
+{
+	os_map_none(addr, size);
+	return err;
+}
+
 /* Zero pages: anonymous memory, writable for the MMU, protected by uffd. */
 static int uffd_map_zero(void *addr, size_t size)
 {
 	int err = os_map_anon(addr, size, true);
 	if (!err)
 		err = uffd_register(addr, size);
-	return err ? err : uffd_wrprotect(addr, size);
+	if (!err)
+		err = uffd_wrprotect(addr, size);
+	return err ? uffd_map_failed(addr, size, err) : 0;
 }
 
 static int uffd_map_frame(void *addr, size_t size, uint64_t off, bool writable)
@@ -349,7 +363,7 @@ static int uffd_map_frame(void *addr, size_t size, uint64_t off, bool writable)
 		err = uffd_register(addr, size);
 	if (!err && !writable)
 		err = uffd_wrprotect(addr, size);
-	return err;
+	return err ? uffd_map_failed(addr, size, err) : 0;
 }
 
 const struct backend uffd_backend = {

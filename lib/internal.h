@@ -477,7 +477,8 @@ extern const struct backend uffd_backend;
 /*
  * Maps pages [i, i + n) of r: frames f, f+1, ... or zeros if f is none. On
  * failure the pages are mapped as r's table says again (as far as possible),
- * so callers update the table only once the map has succeeded.
+ * so callers update the table only once the map has succeeded; except for a
+ * new region (a copy being made), which is abandoned if a map fails.
  */
 int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 		     bool writable);

@@ -159,9 +159,9 @@ void region_failpoints_init(const char *map)
 {
 	char *end = NULL;
 	failpoint_map = map ? strtoul(map, &end, 10) : 0;
-	failpoint_map_calls = end && *end == ',' ? strtoul(end + 1, NULL, 10) : 1;
+	failpoint_map_calls = end && *end == ',' ? strtoul(end + 1, NULL, 10) : 0;
 	if (!failpoint_map_calls)
-		failpoint_map = 0;
+		failpoint_map_calls = 1; /* "N", "N," and "N,0": the first */
 }
 
 static bool failpoint_map_fires(size_t n)

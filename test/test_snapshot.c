@@ -490,7 +490,8 @@ static void test_write_shared_with_snapshots_keeps_one_copy_for_all(void)
  * Destroying a snapshot unlinks it from its source's chain: the snapshots
  * older than it stay in reach, whether it was the newest or one in the
  * middle, and a write shared with them keeps the frame. Snapshots that
- * outlive their source change no other region's chain when destroyed.
+ * outlive their source change no other region's chain when destroyed, even
+ * that of a region in their source's slot.
  */
 static void test_destroying_a_snapshot_keeps_the_older_ones_in_reach(void)
 {
@@ -519,8 +520,18 @@ static void test_destroying_a_snapshot_keeps_the_older_ones_in_reach(void)
 	CU_ASSERT(pages_match(ucow_base(s[2]), 3, 1, 8));
 	CU_ASSERT(pages_match(ucow_base(s[2]), 4, PAGES - 4, 7));
 
+	/* The next region in src's slot (slots are handed out in turn). */
+	uintptr_t slot = (uintptr_t)src;
 	ucow_destroy(src);
-	ucow_region *other = make_filled(PAGES, PAGES, 9);
+	ucow_region *other = NULL;
+	for (int n = 0; n < 100000; n++) {
+		other = make_filled(PAGES, PAGES, 9);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+		if ((uintptr_t)other == slot)
+			break;
+		ucow_destroy(other);
+		other = NULL;
+	}
 	CU_ASSERT_PTR_NOT_NULL_FATAL(other);
 	ucow_region *t = ucow_snapshot(other);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
