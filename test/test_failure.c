@@ -207,6 +207,51 @@ static int copy_map_failure_leaves_the_pages_mapped(void)
 	return 0;
 }
 
+/* A handler that lets the access retry once; a second call means the
+ * retry failed too, and ends the child instead of looping. */
+static void retry_once(void *addr, int error, void *arg)
+{
+	(void)addr;
+	if (__atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED) > 1)
+		_exit(5);
+	__atomic_store_n(&seen_error, error, __ATOMIC_RELAXED);
+}
+
+/*
+ * The same under either backend, with a handler that returns: the write is
+ * retried and lands (under uffd, a page left unmapped would be a SIGSEGV
+ * nobody handles; the handler thread serves the retry).
+ */
+static int copy_map_failure_is_retried(void)
+{
+	enum { P = 16 };
+	CHECK(setenv("UCOW_FAILPOINT_MAP", "5,2", 1) == 0);
+	static int calls;
+	ucow_on_fault_error(retry_once, &calls);
+	ucow_region *src = make_filled(P, P, 61);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	page_of(clone, 9)[0] = 9;
+	for (size_t p = 3; p <= 8; p++)
+		page_of(clone, p)[0] = (char)p; /* 4 fails, its retry copies 4-8 */
+	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
+	CHECK(__atomic_load_n(&seen_error, __ATOMIC_RELAXED) == -ENOMEM);
+	for (size_t p = 0; p < P; p++)
+		CHECK(p >= 3 && p <= 9 ? page_of(clone, p)[0] == (char)p
+				       : pages_match(ucow_base(clone), p, 1, 61));
+	CHECK(pages_match(ucow_base(src), 0, P, 61));
+	CHECK(stats_of(clone).cow_copies == 3 && stats_of(clone).fault_around == 4);
+	CHECK(global_stats().frames == P + 7);
+	CHECK(global_stats().mappings ==
+	      (size_t)(mappings_in(ucow_base(src), P * page_size()) +
+		       mappings_in(ucow_base(clone), P * page_size())));
+	ucow_destroy(clone);
+	ucow_destroy(src);
+	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+	return 0;
+}
+
 static void destroy_three(ucow_region *a, ucow_region *b, ucow_region *c)
 {
 	ucow_destroy(a);
@@ -451,6 +496,7 @@ const struct child_scenario failure_scenarios[] = {
 	{"keep-failure-calls-the-handler", keep_failure_calls_the_handler},
 	{"copy-map-failure-leaves-the-pages-mapped",
 	 copy_map_failure_leaves_the_pages_mapped},
+	{"copy-map-failure-is-retried", copy_map_failure_is_retried},
 	{"keep-map-failure-in-the-newest-snapshot",
 	 keep_map_failure_in_the_newest_snapshot},
 	{"keep-map-failure-in-an-older-snapshot",
@@ -496,6 +542,11 @@ static void test_copy_map_failure_leaves_the_pages_mapped(void)
 {
 	CU_ASSERT(CHILD_EXITED(
 		run_scenario("copy-map-failure-leaves-the-pages-mapped"), 0));
+}
+
+static void test_copy_map_failure_is_retried(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("copy-map-failure-is-retried"), 0));
 }
 
 static void test_keep_map_failure_in_the_newest_snapshot(void)
@@ -546,6 +597,7 @@ void add_failure_suite(void)
 		TEST(test_copy_failure_calls_the_program_handler),
 		TEST(test_keep_failure_calls_the_program_handler),
 		TEST(test_copy_map_failure_leaves_the_pages_mapped),
+		TEST(test_copy_map_failure_is_retried),
 		TEST(test_keep_map_failure_in_the_newest_snapshot),
 		TEST(test_keep_map_failure_in_an_older_snapshot),
 		TEST(test_coalesce_failure_leaves_the_table_true),
