@@ -266,6 +266,7 @@ struct ucow_region {
 	ucow_region *source;    /* for a snapshot in a chain: its region */
 	struct pgtable pt;
 	long mappings;          /* estimate of its kernel mappings */
+	bool vma_drift;         /* neighbouring faults overlapped (vma.c) */
 	uint64_t cow_copies;
 	uint64_t cow_reuses;
 	uint64_t cow_kept;      /* faults that kept the frame (keep.c) */
@@ -331,6 +332,15 @@ void vma_init(void);
 long vma_delta(const ucow_region *r, size_t i, pte_t old, pte_t new);
 /* Mapping boundaries from page lo - 1 to page hi (inclusive). */
 long vma_window(const ucow_region *r, size_t lo, size_t hi);
+/*
+ * The same at the start of a fault that holds pages [lo, hi) locked; it
+ * notes (vma_drift) when a neighbour is locked by another fault, whose
+ * count may overlap ours. vma_note_neighbours() only notes.
+ */
+long vma_window_held(ucow_region *r, size_t lo, size_t hi);
+void vma_note_neighbours(ucow_region *r, size_t lo, size_t hi);
+/* Recounts r if a fault noted drift (r held: no fault runs on it). */
+void vma_resync(ucow_region *r);
 bool vma_over_budget(long delta);
 /*
  * Whether a fault may keep its frame for `snapshots` snapshots (keep.c):

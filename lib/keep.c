@@ -180,7 +180,7 @@ static int wp_page_keep(ucow_region *r, struct keepers *k, size_t i, size_t n)
 {
 	long before[KEEP_CHAIN];
 	for (unsigned j = 0; j < k->n; j++)
-		before[j] = vma_window(k->s[j], i, i + n);
+		before[j] = vma_window_held(k->s[j], i, i + n);
 	int err = copy_and_map(k->s[0], i, n, k->s[0]->home + (frame_t)i,
 			       page_addr(r, i), false);
 	if (err)
@@ -210,7 +210,7 @@ int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 		return 1;
 	}
 	size_t n = around ? fault_around_lock(r, i, keepers_join, &k) : 1;
-	long before = vma_window(r, i, i + n);
+	long before = vma_window_held(r, i, i + n);
 	int err = wp_page_keep(r, &k, i, n);
 	/*
 	 * Once kept, the frames are r's alone and the table says writable even

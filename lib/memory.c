@@ -187,7 +187,7 @@ static int wp_page_coalesce(ucow_region *r, size_t i)
 		hi = r->npages;
 	for (size_t j = lo; j < hi; j++)
 		pte_lock(&r->pt, j);
-	long before = vma_window(r, lo, hi);
+	long before = vma_window_held(r, lo, hi);
 	int err = 0;
 	size_t taken = lo;
 	while (taken < hi && !(err = coalesce_take(r, taken)))
@@ -210,6 +210,7 @@ static int wp_page_coalesce(ucow_region *r, size_t i)
 static int do_wp_page_reuse(ucow_region *r, size_t i, pte_t pte)
 {
 	pte_t out = pte | PTE_WRITE;
+	vma_note_neighbours(r, i, i + 1);
 	long delta = vma_delta(r, i, pte, out);
 	if (vma_over_budget(delta)) {
 		pte_unlock(&r->pt, i, pte);
@@ -231,7 +232,7 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 	}
 	frame_t f = pte_frame(pte);
 	size_t n = around ? fault_around_lock(r, i, copy_joins, &f) : 1;
-	long before = vma_window(r, i, i + n);
+	long before = vma_window_held(r, i, i + n);
 	int err = wp_page_copy(r, i, n);
 	return fault_finish(r, i, n, true, before, err);
 }

@@ -304,6 +304,7 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	if ((err = rehome_prepare(src, &home)) != 0)
 		goto out;
 	region_hold(src);
+	vma_resync(src);
 	err = region_wrprotect(src);
 	if (!err)
 		err = share_all(dst, src);

@@ -87,6 +87,39 @@ long vma_window(const ucow_region *r, size_t lo, size_t hi)
 	return n;
 }
 
+/*
+ * Two faults on neighbouring pages of one region may both count the mapping
+ * boundary between them, or neither: the estimate may drift. A fault that
+ * finds a page beside its own locked marks the region, and the next copy of
+ * it, which holds it, recounts (copy_region).
+ */
+static bool pte_locked(const struct pgtable *pt, size_t i)
+{
+	return LOAD_RELAXED(&pt->pte[i]) & PTE_LOCK;
+}
+
+void vma_note_neighbours(ucow_region *r, size_t lo, size_t hi)
+{
+	if (((lo > 0 && pte_locked(&r->pt, lo - 1)) ||
+	     (hi < r->npages && pte_locked(&r->pt, hi))) &&
+	    !LOAD_RELAXED(&r->vma_drift))
+		STORE(&r->vma_drift, true);
+}
+
+long vma_window_held(ucow_region *r, size_t lo, size_t hi)
+{
+	vma_note_neighbours(r, lo, hi);
+	return vma_window(r, lo, hi);
+}
+
+void vma_resync(ucow_region *r)
+{
+	if (!LOAD_RELAXED(&r->vma_drift))
+		return;
+	STORE(&r->vma_drift, false);
+	vma_recount(r);
+}
+
 bool vma_over_budget(long delta)
 {
 	long limit = vmas.budget - vmas.budget / 8;

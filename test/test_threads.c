@@ -169,6 +169,61 @@ static void test_threads_writing_different_pages(void)
 	CU_ASSERT(CHILD_EXITED(run_in_child(parallel_pages_scenario, NULL), 0));
 }
 
+/*
+ * Faults on neighbouring pages may count the mapping boundary between them
+ * twice, or not at all. The next copy of the region recounts it: after a
+ * snapshot, ucow's estimate matches the kernel's mappings exactly.
+ */
+enum { NEIGHBOUR_PAGES = 512, NEIGHBOUR_ROUNDS = 20 };
+
+static void *neighbour_writer(void *arg)
+{
+	struct parallel *p = arg;
+	char *base = ucow_base(p->clone);
+	for (size_t pg = p->id; pg < NEIGHBOUR_PAGES; pg += THREADS)
+		base[pg * page_size()] = (char)p->id;
+	return NULL;
+}
+
+static void neighbour_pages_scenario(void *unused)
+{
+	(void)unused;
+	size_t len = NEIGHBOUR_PAGES * page_size();
+	ucow_region *src = ucow_create(len);
+	CHECK(src != NULL);
+	for (size_t pg = 0; pg < NEIGHBOUR_PAGES; pg += 3) /* frames and holes */
+		fill_pages(ucow_base(src), pg, 1, 5);
+	for (int round = 0; round < NEIGHBOUR_ROUNDS; round++) {
+		ucow_region *clone = ucow_clone(src);
+		CHECK(clone != NULL);
+		pthread_t t[THREADS];
+		struct parallel p[THREADS];
+		for (unsigned i = 0; i < THREADS; i++) {
+			p[i] = (struct parallel){ clone, i };
+			CHECK(pthread_create(&t[i], NULL, neighbour_writer, &p[i]) == 0);
+		}
+		for (unsigned i = 0; i < THREADS; i++)
+			CHECK(pthread_join(t[i], NULL) == 0);
+		ucow_region *snap = ucow_snapshot(clone);
+		CHECK(snap != NULL);
+		CHECK(global_stats().mappings ==
+		      (size_t)(mappings_in(ucow_base(src), len) +
+			       mappings_in(ucow_base(clone), len) +
+			       mappings_in(ucow_base(snap), len)));
+		for (size_t pg = 0; pg < NEIGHBOUR_PAGES; pg++)
+			CHECK(page_of(snap, pg)[0] == (char)(pg % THREADS));
+		ucow_destroy(snap);
+		ucow_destroy(clone);
+	}
+	ucow_destroy(src);
+	CHECK(global_stats().mappings == 0);
+}
+
+static void test_threads_writing_neighbouring_pages_keep_the_estimate(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(neighbour_pages_scenario, NULL), 0));
+}
+
 /* ---- copies taken while a thread writes are point-in-time images -------- */
 
 enum { CUT_PAGES = 64, CUTS = 1000 };
@@ -379,6 +434,7 @@ void add_threads_suite(void)
 		TEST(test_threads_writing_one_shared_page_make_one_copy),
 		TEST(test_threads_writing_one_kept_page_make_one_keep),
 		TEST(test_threads_writing_different_pages),
+		TEST(test_threads_writing_neighbouring_pages_keep_the_estimate),
 		TEST(test_copies_taken_while_writing_are_consistent_cuts),
 		TEST(test_snapshot_holds_its_cut_while_the_writer_keeps_frames),
 		TEST(test_faults_while_other_threads_create_and_destroy),
