@@ -206,7 +206,8 @@ pte_t pte_lock(struct pgtable *pt, size_t i);
 /* Takes the lock only if it is free: true and *old set, or false. */
 bool pte_trylock(struct pgtable *pt, size_t i, pte_t *old);
 void pte_unlock(struct pgtable *pt, size_t i, pte_t val);
-/* Changes a pte its caller holds locked, keeping the lock (no flag added). */
+/* Changes a pte its caller holds locked, keeping it locked (the leaf is
+ * marked as pte_unlock marks it). */
 void pte_update_locked(struct pgtable *pt, size_t i, pte_t val);
 /* Sets a pte outside the fault path (no fault can run on the region). */
 void pte_set(struct pgtable *pt, size_t i, pte_t val);

@@ -153,24 +153,36 @@ static void coalesce_commit(ucow_region *r, size_t lo, size_t hi)
 				frame_put(f);
 			COUNT(&r->coalesced);
 		}
-		pte_unlock(&r->pt, j, home | PTE_WRITE);
+		pte_update_locked(&r->pt, j, home | PTE_WRITE);
 	}
 }
 
+/* Unlocks pages [lo, hi) as the table says. */
+static void unlock_run(ucow_region *r, size_t lo, size_t hi)
+{
+	for (size_t k = lo; k < hi; k++)
+		pte_unlock(&r->pt, k, pte_read(&r->pt, k));
+}
+
+/*
+ * The window is counted again before the pages are unlocked: a fault on a
+ * neighbouring page then either started after this one (and read the new
+ * ptes) or found this one's locks (vma_note_neighbours).
+ */
 int fault_finish(ucow_region *r, size_t i, size_t n, bool copied, long before,
 		 int err)
 {
-	for (size_t k = i; k < i + n; k++) {
-		pte_t p = pte_read(&r->pt, k);
-		if (!err)
-			p = (copied ? r->home + (frame_t)k : pte_frame(p)) | PTE_WRITE;
-		pte_unlock(&r->pt, k, p);
+	if (!err) {
+		for (size_t k = i; k < i + n; k++) {
+			frame_t f = copied ? r->home + (frame_t)k
+					   : pte_frame(pte_read(&r->pt, k));
+			pte_update_locked(&r->pt, k, f | PTE_WRITE);
+		}
+		vma_account(r, vma_window(r, i, i + n) - before);
+		STORE(&r->next_fault, i + n);
 	}
-	if (err)
-		return err;
-	vma_account(r, vma_window(r, i, i + n) - before);
-	STORE(&r->next_fault, i + n);
-	return 0;
+	unlock_run(r, i, i + n);
+	return err;
 }
 
 /*
@@ -195,16 +207,13 @@ static int wp_page_coalesce(ucow_region *r, size_t i)
 	if (!err)
 		err = region_map_pages(r, lo, hi - lo, r->home + (frame_t)lo,
 				       true);
-	if (err) {
+	if (err)
 		coalesce_undo(r, lo, taken);
-		vma_account(r, vma_window(r, lo, hi) - before);
-		for (size_t k = lo; k < hi; k++)
-			pte_unlock(&r->pt, k, pte_read(&r->pt, k));
-		return err;
-	}
-	coalesce_commit(r, lo, hi);
+	else
+		coalesce_commit(r, lo, hi);
 	vma_account(r, vma_window(r, lo, hi) - before);
-	return 0;
+	unlock_run(r, lo, hi);
+	return err;
 }
 
 static int do_wp_page_reuse(ucow_region *r, size_t i, pte_t pte)

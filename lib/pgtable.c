@@ -93,18 +93,25 @@ bool pte_trylock(struct pgtable *pt, size_t i, pte_t *old)
 	return true;
 }
 
-void pte_unlock(struct pgtable *pt, size_t i, pte_t val)
+/* Marks page i's leaf where its pte goes from old to val. */
+static void leaf_marks(struct pgtable *pt, size_t i, pte_t val)
 {
 	pte_t old = LOAD_RELAXED(&pt->pte[i]);
 	if (pte_frame(val) != FRAME_NONE && pte_frame(old) == FRAME_NONE)
 		leaf_mark(pt->used_leaves, i >> PTE_LEAF_SHIFT);
 	if ((val & PTE_WRITE) && !(old & PTE_WRITE))
 		leaf_mark(pt->write_leaves, i >> PTE_LEAF_SHIFT);
+}
+
+void pte_unlock(struct pgtable *pt, size_t i, pte_t val)
+{
+	leaf_marks(pt, i, val);
 	STORE(&pt->pte[i], val & ~PTE_LOCK);
 }
 
 void pte_update_locked(struct pgtable *pt, size_t i, pte_t val)
 {
+	leaf_marks(pt, i, val);
 	STORE(&pt->pte[i], val | PTE_LOCK);
 }
 

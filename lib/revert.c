@@ -197,6 +197,8 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 		goto out;
 	region_hold(s);
 	region_hold(dst);
+	vma_resync(s);
+	vma_resync(dst);
 	struct revert_runs rr = {
 		.share = {.r = dst}, .heal = {.r = s}, .in_place = in_place};
 	err = region_wrprotect(s);

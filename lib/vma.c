@@ -90,8 +90,10 @@ long vma_window(const ucow_region *r, size_t lo, size_t hi)
 /*
  * Two faults on neighbouring pages of one region may both count the mapping
  * boundary between them, or neither: the estimate may drift. A fault that
- * finds a page beside its own locked marks the region, and the next copy of
- * it, which holds it, recounts (copy_region).
+ * finds a page beside its own locked marks the region, and the next copy
+ * or revert that holds it recounts it. A fault counts its window again
+ * before it unlocks (fault_finish), so of two faults on neighbouring pages
+ * that overlap in time the later one finds the other's lock.
  */
 static bool pte_locked(const struct pgtable *pt, size_t i)
 {
@@ -100,6 +102,9 @@ static bool pte_locked(const struct pgtable *pt, size_t i)
 
 void vma_note_neighbours(ucow_region *r, size_t lo, size_t hi)
 {
+	/* Our locks are taken: each of two overlapping faults sees the other's
+	 * lock or the other sees its (a store then a load: a full fence). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (((lo > 0 && pte_locked(&r->pt, lo - 1)) ||
 	     (hi < r->npages && pte_locked(&r->pt, hi))) &&
 	    !LOAD_RELAXED(&r->vma_drift))
@@ -114,10 +119,8 @@ long vma_window_held(ucow_region *r, size_t lo, size_t hi)
 
 void vma_resync(ucow_region *r)
 {
-	if (!LOAD_RELAXED(&r->vma_drift))
-		return;
-	STORE(&r->vma_drift, false);
-	vma_recount(r);
+	if (LOAD_RELAXED(&r->vma_drift))
+		vma_recount(r);
 }
 
 bool vma_over_budget(long delta)
@@ -178,4 +181,5 @@ void vma_recount(ucow_region *r)
 	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1))
 		n += count_leaf(r, l);
 	vma_account(r, n - LOAD_RELAXED(&r->mappings));
+	STORE(&r->vma_drift, false);
 }
