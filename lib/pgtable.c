@@ -64,7 +64,9 @@ size_t pgtable_bytes(const struct pgtable *pt)
 /*
  * The per-page lock of the fault path: a bit in the pte, taken with a
  * compare-and-swap. It is only ever held for the few system calls of one
- * fault, never while the holder could wait for anything else.
+ * fault, never while the holder could wait for anything else. Taken
+ * sequentially consistent: a fault then looks at its neighbours' locks
+ * (vma_note_neighbours).
  */
 pte_t pte_lock(struct pgtable *pt, size_t i)
 {
@@ -73,7 +75,7 @@ pte_t pte_lock(struct pgtable *pt, size_t i)
 		pte_t old = LOAD_RELAXED(p);
 		if (!(old & PTE_LOCK) &&
 		    __atomic_compare_exchange_n(p, &old, old | PTE_LOCK, false,
-						__ATOMIC_ACQUIRE,
+						__ATOMIC_SEQ_CST,
 						__ATOMIC_RELAXED))
 			return old;
 		if (spins > 64)
@@ -87,7 +89,7 @@ bool pte_trylock(struct pgtable *pt, size_t i, pte_t *old)
 	if (v & PTE_LOCK)
 		return false;
 	if (!__atomic_compare_exchange_n(&pt->pte[i], &v, v | PTE_LOCK, false,
-					 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 		return false;
 	*old = v;
 	return true;

@@ -95,16 +95,18 @@ long vma_window(const ucow_region *r, size_t lo, size_t hi)
  * before it unlocks (fault_finish), so of two faults on neighbouring pages
  * that overlap in time the later one finds the other's lock.
  */
+/*
+ * Sequentially consistent, as the lock itself (pte_lock): of two faults that
+ * each lock their page and then look at the other's, one sees the other's
+ * lock (a store then a load, which weaker orders may reorder).
+ */
 static bool pte_locked(const struct pgtable *pt, size_t i)
 {
-	return LOAD_RELAXED(&pt->pte[i]) & PTE_LOCK;
+	return __atomic_load_n(&pt->pte[i], __ATOMIC_SEQ_CST) & PTE_LOCK;
 }
 
 void vma_note_neighbours(ucow_region *r, size_t lo, size_t hi)
 {
-	/* Our locks are taken: each of two overlapping faults sees the other's
-	 * lock or the other sees its (a store then a load: a full fence). */
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (((lo > 0 && pte_locked(&r->pt, lo - 1)) ||
 	     (hi < r->npages && pte_locked(&r->pt, hi))) &&
 	    !LOAD_RELAXED(&r->vma_drift))
