@@ -93,12 +93,10 @@ long vma_window(const ucow_region *r, size_t lo, size_t hi)
  * finds a page beside its own locked marks the region, and the next copy
  * or revert that holds it recounts it. A fault counts its window again
  * before it unlocks (fault_finish), so of two faults on neighbouring pages
- * that overlap in time the later one finds the other's lock.
- */
-/*
- * Sequentially consistent, as the lock itself (pte_lock): of two faults that
- * each lock their page and then look at the other's, one sees the other's
- * lock (a store then a load, which weaker orders may reorder).
+ * that overlap in time the later one finds the other's lock. The look is
+ * sequentially consistent, as the lock itself (pte_lock): of two faults
+ * that each lock their page and then look at the other's, one sees the
+ * other's lock (a store then a load, which weaker orders may reorder).
  */
 static bool pte_locked(const struct pgtable *pt, size_t i)
 {
