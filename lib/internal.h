@@ -202,6 +202,9 @@ struct pgtable {
 int pgtable_init(struct pgtable *pt, size_t npages);
 void pgtable_free(struct pgtable *pt);
 size_t pgtable_bytes(const struct pgtable *pt);
+/* Before copying src into pt (new, empty): pt uses src's leaves, their
+ * table pages faulted in at once. */
+void pgtable_prefault(struct pgtable *pt, const struct pgtable *src);
 pte_t pte_lock(struct pgtable *pt, size_t i);
 /* Takes the lock only if it is free: true and *old set, or false. */
 bool pte_trylock(struct pgtable *pt, size_t i, pte_t *old);

@@ -259,6 +259,7 @@ static int share_all(ucow_region *dst, const ucow_region *src)
 {
 	struct backdrop bd = plan_backdrop(src);
 	struct map_run run = {.r = dst};
+	pgtable_prefault(&dst->pt, &src->pt);
 	if (bd.hi > bd.lo)
 		run.err = region_map_pages(dst, bd.lo, bd.hi - bd.lo,
 					   (frame_t)(bd.delta + (int64_t)bd.lo),
