@@ -242,8 +242,9 @@ UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
  *       not two); UCOW_UFFD_HOT_US=N in the environment sets that time,
  *       0 to 100000, 0 for none (an invalid value: one line on stderr, the
  *       default kept; read once, when the backend starts). It is 0 when the
- *       creating thread's CPU affinity allows one CPU only (a CPU quota is
- *       not seen).
+ *       creating thread's CPU affinity allows one CPU only, or when the
+ *       process's cgroup, or one above it, limits it to less than two CPUs'
+ *       worth of time (cgroup v2 cpu.max, v1 CFS quota).
  * The environment variable UCOW_BACKEND sets it; an unknown name makes
  * ucow_create() fail with EINVAL and this call return NULL (errno EINVAL)
  * until ucow_set_backend() names a known one.

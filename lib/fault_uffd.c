@@ -16,7 +16,6 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -156,8 +155,9 @@ static uint64_t now_ns(void)
  * was woken. A handler asleep in poll() costs that writer two cross-CPU
  * wake-ups per fault (its own and the handler's); so after serving, the
  * handler keeps reading the queue for a while (hot_ns) before it sleeps
- * again. With one CPU to run on the spin would only delay the writer: it is
- * off then. UCOW_UFFD_HOT_US sets the time (0 turns it off).
+ * again. With one CPU to run on, or one CPU's worth of time (a cgroup's CPU
+ * limit), the spin would only delay the writer: it is off then.
+ * UCOW_UFFD_HOT_US sets the time (0 turns it off).
  */
 #define HOT_US_DEFAULT 50
 #define HOT_US_MAX 100000
@@ -170,8 +170,7 @@ static uint64_t hot_time(void)
 	long us = HOT_US_DEFAULT;
 	os_env_long("UCOW_UFFD_HOT_US", 0, HOT_US_MAX,
 		    "not a number of microseconds from 0 to 100000", &us);
-	cpu_set_t cpus;
-	if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+	if (cpus_usable() < 2)
 		return 0;
 	return (uint64_t)us * 1000u;
 }

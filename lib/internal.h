@@ -3,6 +3,7 @@
  *
  * Map of the library (one concept per file, as in mimalloc's src/):
  *   os.c          pages, mappings, signal masks, the global lock
+ *   cpus.c        CPU time the process may use (affinity, cgroup limits)
  *   frame.c       the frame store: memfd, reference counts, homes
  *   pgtable.c     a region's page table (one pte per page)
  *   region.c      region slots, address lookup, create/destroy, fork
@@ -91,6 +92,20 @@ void ucow_lock(sigset_t *saved);
 void ucow_unlock(const sigset_t *saved);
 /* Registers fork() handlers: `child` runs in the child with the lock held. */
 void ucow_atfork_init(void (*child)(void));
+
+/* ---- cpus.c ------------------------------------------------------------ */
+
+/*
+ * CPUs' worth of time the process may use at once: its affinity, bounded by
+ * the CPU limits of its cgroup and the cgroups above it. At least 1.
+ */
+unsigned cpus_usable(void);
+/*
+ * The tightest cgroup CPU limit, in whole CPUs (at least 1), with the
+ * process's mounts and cgroups read from these files (/proc/self/mountinfo,
+ * /proc/self/cgroup); 0 if there is none.
+ */
+unsigned cgroup_cpu_limit(const char *mountinfo, const char *cgroup);
 
 /* ---- frame.c ------------------------------------------------------------ */
 

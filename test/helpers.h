@@ -21,6 +21,7 @@ void add_diff_suite(void);
 void add_uffd_suite(void);
 void add_model_suite(void);
 void add_failure_suite(void);
+void add_cpus_suite(void);
 
 /*
  * Scenarios that need a process where ucow was never used: main.c runs them

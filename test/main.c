@@ -53,6 +53,7 @@ int main(int argc, char **argv)
 	add_model_suite();
 	add_failure_suite();
 	add_scale_suite();
+	add_cpus_suite();
 
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc == 2) {
