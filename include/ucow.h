@@ -117,8 +117,8 @@ UCOW_API int ucow_revert(ucow_region *dst, const ucow_region *src);
  * The pages stay dst's own: memory stays as it was, the next in-place revert
  * copies them again even if they were not written since (cost grows with
  * the pages dst owns, not with those written since the last revert; a
- * ucow_revert() shares them again), and ucow_diff() reports them against src
- * (their frames differ) although the bytes are equal.
+ * ucow_revert() shares them again). ucow_diff() compares such pages byte
+ * for byte: right after the call it reports no difference against src.
  * Same arguments, rules and errors as ucow_revert().
  */
 UCOW_API int ucow_revert_in_place(ucow_region *dst, const ucow_region *src);
@@ -162,8 +162,11 @@ typedef int (*ucow_diff_fn)(size_t offset, size_t length, void *arg);
  * family: a region, its clones and snapshots) differ, from their page tables
  * alone: pages that map the same frame (or are both never written) are
  * equal; pages that map different frames are reported, even if their bytes
- * happen to be equal (no memcmp is done). The cost grows with the parts of
- * the tables in use, not with the size. For a stable answer no thread
+ * happen to be equal (no memcmp is done), except pages that
+ * ucow_revert_in_place() gave another region's bytes: their frames say
+ * nothing of their bytes, so those pages are compared byte for byte where
+ * the frames differ (a page read, no more). The cost grows with the parts
+ * of the tables in use, not with the size. For a stable answer no thread
  * should write `a` or `b` meanwhile (diff snapshots). The callback may call
  * ucow but must not destroy `a` or `b`.
  * Returns 0, the callback's non-zero value, -EINVAL (NULL argument, sizes

@@ -1,10 +1,13 @@
 /*
  * Where two regions differ, from their page tables: pages that map one frame
- * are equal; no page content is compared.
+ * are equal, pages that map two differ. The one exception is a frame that an
+ * in-place revert gave another's bytes (PTE_RESTORED): its bytes are
+ * compared, since its frame says nothing about them.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <string.h>
 
 static int diff_check(const ucow_region *a, const ucow_region *b,
 		      ucow_diff_fn fn)
@@ -19,6 +22,17 @@ static int diff_check(const ucow_region *a, const ucow_region *b,
 	return err;
 }
 
+static bool pages_differ(const ucow_region *a, const ucow_region *b,
+			 size_t i)
+{
+	pte_t p = pte_read(&a->pt, i), q = pte_read(&b->pt, i);
+	if (pte_frame(p) == pte_frame(q))
+		return false;
+	if (!((p | q) & PTE_RESTORED))
+		return true;
+	return memcmp(page_addr(a, i), page_addr(b, i), os_page_size) != 0;
+}
+
 int ucow_diff(const ucow_region *a, const ucow_region *b, ucow_diff_fn fn,
 	      void *arg)
 {
@@ -29,8 +43,7 @@ int ucow_diff(const ucow_region *a, const ucow_region *b, ucow_diff_fn fn,
 	for (size_t l = leaf_next_either(&a->pt, &b->pt, 0); l < a->pt.nleaves;
 	     l = leaf_next_either(&a->pt, &b->pt, l + 1)) {
 		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(&a->pt, l); i++) {
-			bool differ = pte_frame(pte_read(&a->pt, i)) !=
-				      pte_frame(pte_read(&b->pt, i));
+			bool differ = pages_differ(a, b, i);
 			if (differ && run && start + run == i) {
 				run++;
 				continue;

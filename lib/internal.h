@@ -187,13 +187,16 @@ int frame_fill(frame_t f, const void *src, size_t len);
 /*
  * A pte: frame number in the low 32 bits, and flags. PTE_WRITE means the page
  * is mapped writable now (no fault on write); PTE_LOCK serialises faults on
- * one page. Pages are grouped in leaves of PTES_PER_LEAF; per-leaf bitmaps say
+ * one page; PTE_RESTORED says that the frame was given another frame's bytes
+ * (an in-place revert), so a different frame need not mean different bytes
+ * (ucow_diff compares such pages). Pages are grouped in leaves of PTES_PER_LEAF; per-leaf bitmaps say
  * which leaves have any frame (so clone and revert skip empty ones) and which
  * had a page made writable since the last write-protect (so a snapshot
  * costs what changed).
  */
 typedef uint64_t pte_t;
 #define PTE_FRAME_MASK ((pte_t)0xffffffffu)
+#define PTE_RESTORED ((pte_t)1 << 61)
 #define PTE_WRITE ((pte_t)1 << 62)
 #define PTE_LOCK ((pte_t)1 << 63)
 #define PTE_LEAF_SHIFT 9

@@ -71,6 +71,45 @@ static void test_no_difference_after_revert(void)
 	ucow_destroy(a);
 }
 
+/* The pages copied back in place keep their own frames: diff compares them. */
+static void test_no_difference_after_revert_in_place(void)
+{
+	ucow_region *a = make_filled(16, 16, 3);
+	ucow_region *s = ucow_snapshot(a);
+	fill_pages(ucow_base(a), 2, 5, 99);
+	page_of(a, 12)[0] ^= 1;
+	CU_ASSERT_EQUAL(ucow_revert_in_place(a, s), 0);
+	struct ranges got = {0};
+	CU_ASSERT_EQUAL(ucow_diff(a, s, record, &got), 0);
+	CU_ASSERT_EQUAL(got.n, 0);
+	CU_ASSERT_EQUAL(ucow_diff(s, a, record, &got), 0);
+	CU_ASSERT_EQUAL(got.n, 0);
+	ucow_destroy(s);
+	ucow_destroy(a);
+}
+
+/* ...and reports the ones written again, as runs. */
+static void test_pages_written_after_revert_in_place_differ(void)
+{
+	size_t ps = page_size();
+	ucow_region *a = make_filled(16, 16, 3);
+	ucow_region *s = ucow_snapshot(a);
+	fill_pages(ucow_base(a), 2, 5, 99);
+	CU_ASSERT_EQUAL(ucow_revert_in_place(a, s), 0);
+	page_of(a, 3)[ps - 1] ^= 1;
+	page_of(a, 4)[0] ^= 1;
+	page_of(a, 6)[7] ^= 1;
+	struct ranges got = {0};
+	CU_ASSERT_EQUAL(ucow_diff(a, s, record, &got), 0);
+	CU_ASSERT_EQUAL_FATAL(got.n, 2);
+	CU_ASSERT_EQUAL(got.off[0], 3 * ps);
+	CU_ASSERT_EQUAL(got.len[0], 2 * ps);
+	CU_ASSERT_EQUAL(got.off[1], 6 * ps);
+	CU_ASSERT_EQUAL(got.len[1], ps);
+	ucow_destroy(s);
+	ucow_destroy(a);
+}
+
 static void test_callback_value_stops_the_walk(void)
 {
 	ucow_region *a = make_filled(16, 16, 4);
@@ -141,6 +180,8 @@ void add_diff_suite(void)
 		TEST(test_fresh_clone_has_no_difference),
 		TEST(test_written_pages_are_reported_as_runs),
 		TEST(test_no_difference_after_revert),
+		TEST(test_no_difference_after_revert_in_place),
+		TEST(test_pages_written_after_revert_in_place_differ),
 		TEST(test_callback_value_stops_the_walk),
 		TEST(test_unrelated_regions_differ_where_written),
 		TEST(test_huge_sparse_diff_reports_only_written_pages),

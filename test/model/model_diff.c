@@ -1,7 +1,8 @@
 /*
  * ucow_diff against the shadows. Diff reports pages whose frames differ,
- * which may include pages with equal bytes; what must hold is that every
- * page whose bytes differ is reported, in page-aligned, ordered, maximal
+ * which may include pages with equal bytes (not right after an in-place
+ * revert: check_no_diff); what must hold is that every page whose bytes
+ * differ is reported, in page-aligned, ordered, maximal
  * (so never touching) runs, the same whichever region comes first.
  */
 #ifndef _GNU_SOURCE
@@ -123,7 +124,7 @@ void check_no_diff(const struct model *m, const struct slot *a,
 	MCHECK(m, ucow_diff(a->r, b->r, collect, &r) == 0);
 	if (r.n)
 		model_fail(m, "ucow_diff(#%u, #%u) reports %zu ranges, from "
-			   "byte %zu, between regions sharing every page",
+			   "byte %zu, between regions of equal content",
 			   a->id, b->id, r.n, r.off[0]);
 	ranges_free(&r);
 }

@@ -168,7 +168,7 @@ static void op_revert(struct model *m)
 		check_no_diff(m, dst, src);
 	}
 	if (rc == 0 && in_place)
-		check_diff(m, dst, src);
+		check_no_diff(m, dst, src);
 }
 
 static int count_calls(size_t offset, size_t length, void *arg)
