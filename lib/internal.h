@@ -361,7 +361,8 @@ long vma_window(const ucow_region *r, size_t lo, size_t hi);
  */
 long vma_window_held(ucow_region *r, size_t lo, size_t hi);
 void vma_note_neighbours(ucow_region *r, size_t lo, size_t hi);
-/* Recounts r if a fault noted drift (r held: no fault runs on it). */
+/* Recounts r, and the snapshots of its chain, where a fault noted drift
+ * (r held: no fault runs on it; global lock held). */
 void vma_resync(ucow_region *r);
 bool vma_over_budget(long delta);
 /*

@@ -117,10 +117,18 @@ long vma_window_held(ucow_region *r, size_t lo, size_t hi)
 	return vma_window(r, lo, hi);
 }
 
+/*
+ * A writer's keep faults also change its snapshots' tables (keep.c), and may
+ * drift their counts: those are recounted with the writer's, while it is
+ * held (no other fault changes them).
+ */
 void vma_resync(ucow_region *r)
 {
 	if (LOAD_RELAXED(&r->vma_drift))
 		vma_recount(r);
+	for (ucow_region *s = r->readonly ? NULL : r->snap; s; s = s->prev_snap)
+		if (LOAD_RELAXED(&s->vma_drift))
+			vma_recount(s);
 }
 
 bool vma_over_budget(long delta)

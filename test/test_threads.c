@@ -190,6 +190,25 @@ static void *neighbour_writer(void *arg)
 	return NULL;
 }
 
+static void write_neighbours(ucow_region *r)
+{
+	pthread_t t[THREADS];
+	struct parallel p[THREADS];
+	for (unsigned i = 0; i < THREADS; i++) {
+		p[i] = (struct parallel){ r, i };
+		CHECK(pthread_create(&t[i], NULL, neighbour_writer, &p[i]) == 0);
+	}
+	for (unsigned i = 0; i < THREADS; i++)
+		CHECK(pthread_join(t[i], NULL) == 0);
+}
+
+static size_t region_mappings(const ucow_region *r)
+{
+	struct ucow_stats s;
+	CHECK(ucow_stats(r, &s) == 0);
+	return s.mappings;
+}
+
 static void neighbour_pages_scenario(void *unused)
 {
 	(void)unused;
@@ -201,14 +220,7 @@ static void neighbour_pages_scenario(void *unused)
 	for (int round = 0; round < NEIGHBOUR_ROUNDS; round++) {
 		ucow_region *clone = ucow_clone(src);
 		CHECK(clone != NULL);
-		pthread_t t[THREADS];
-		struct parallel p[THREADS];
-		for (unsigned i = 0; i < THREADS; i++) {
-			p[i] = (struct parallel){ clone, i };
-			CHECK(pthread_create(&t[i], NULL, neighbour_writer, &p[i]) == 0);
-		}
-		for (unsigned i = 0; i < THREADS; i++)
-			CHECK(pthread_join(t[i], NULL) == 0);
+		write_neighbours(clone);
 		ucow_region *snap = ucow_snapshot(clone);
 		CHECK(snap != NULL);
 		CHECK(global_stats().mappings ==
@@ -227,6 +239,41 @@ static void neighbour_pages_scenario(void *unused)
 static void test_threads_writing_neighbouring_pages_keep_the_estimate(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_in_child(neighbour_pages_scenario, NULL), 0));
+}
+
+/* The same when the writer keeps its frames: its faults change its
+ * snapshot's table, and its next snapshot recounts that one too. */
+static void neighbour_keeps_scenario(void *unused)
+{
+	(void)unused;
+	size_t len = NEIGHBOUR_PAGES * page_size();
+	ucow_region *src = ucow_create(len);
+	CHECK(src != NULL);
+	fill_pages(ucow_base(src), 0, NEIGHBOUR_PAGES, 5);
+	for (int round = 0; round < NEIGHBOUR_ROUNDS; round++) {
+		ucow_region *snap = ucow_snapshot(src);
+		CHECK(snap != NULL);
+		write_neighbours(src);
+		ucow_region *next = ucow_snapshot(src);
+		CHECK(next != NULL);
+		CHECK(region_mappings(snap) ==
+		      (size_t)mappings_in(ucow_base(snap), len));
+		CHECK(global_stats().mappings ==
+		      (size_t)(mappings_in(ucow_base(src), len) +
+			       mappings_in(ucow_base(snap), len) +
+			       mappings_in(ucow_base(next), len)));
+		for (size_t pg = 0; pg < NEIGHBOUR_PAGES; pg++)
+			CHECK(page_of(next, pg)[0] == (char)(pg % THREADS));
+		ucow_destroy(next);
+		ucow_destroy(snap);
+	}
+	ucow_destroy(src);
+	CHECK(global_stats().mappings == 0);
+}
+
+static void test_threads_keeping_neighbouring_pages_keep_the_estimate(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(neighbour_keeps_scenario, NULL), 0));
 }
 
 /* ---- copies taken while a thread writes are point-in-time images -------- */
@@ -440,6 +487,7 @@ void add_threads_suite(void)
 		TEST(test_threads_writing_one_kept_page_make_one_keep),
 		TEST(test_threads_writing_different_pages),
 		TEST(test_threads_writing_neighbouring_pages_keep_the_estimate),
+		TEST(test_threads_keeping_neighbouring_pages_keep_the_estimate),
 		TEST(test_copies_taken_while_writing_are_consistent_cuts),
 		TEST(test_snapshot_holds_its_cut_while_the_writer_keeps_frames),
 		TEST(test_faults_while_other_threads_create_and_destroy),
