@@ -82,6 +82,10 @@ void os_write_error(const char *a, const char *b, uintptr_t addr);
 bool os_env_long(const char *name, long min, long max, const char *what,
 		 long *out);
 
+/* Blocks the asynchronous signals (all but SIGSEGV, SIGBUS, SIGILL, SIGFPE
+ * and SIGTRAP) for the calling thread; os_restore_signals puts `saved` back. */
+void os_block_signals(sigset_t *saved);
+void os_restore_signals(const sigset_t *saved);
 /*
  * The global lock serialises every operation that changes regions or homes.
  * The fault path never takes it. Taking it blocks asynchronous signals, so

@@ -332,38 +332,47 @@ int ucow_handle_fault(void *addr)
 	return served;
 }
 
-static int unshare_check(uintptr_t start, size_t len, ucow_region **out)
+/* Looked up as a fault does: a fault reference, no global lock. */
+static int unshare_check(uintptr_t start, size_t len)
 {
-	ucow_region *r = region_find(start);
+	ucow_region *r = region_fault_enter(start);
 	if (!r)
 		return -EFAULT;
-	if (r->readonly)
-		return -EPERM;
-	if (len > r->size - (start - r->base))
-		return -EINVAL;
-	*out = r;
-	return 0;
+	int err = r->readonly ? -EPERM
+		  : len > r->size - (start - r->base) ? -EINVAL : 0;
+	region_fault_exit(r);
+	return err;
 }
 
+/*
+ * Each page is looked up again, as a fault would: the region may be
+ * destroyed meanwhile. Normal code faulting on purpose: while it holds a pte
+ * lock, a signal handler of this thread that wrote the same page would wait
+ * for that lock for ever, so asynchronous signals are blocked meanwhile, as
+ * libsigsegv blocks them while it serves a fault.
+ */
 int ucow_unshare(void *addr, size_t len)
 {
 	if (len == 0)
 		return 0;
-	uintptr_t start = (uintptr_t)addr;
-	ucow_region *r;
-	int err = unshare_check(start, len, &r);
+	uintptr_t mask = os_page_size - 1, start = (uintptr_t)addr;
+	int err = unshare_check(start, len);
 	if (err)
 		return err;
-	size_t first = (start - r->base) >> os_page_shift;
-	size_t last = (start + len - 1 - r->base) >> os_page_shift;
-	for (size_t i = first; i <= last && !err; i++) {
-		if (pte_read(&r->pt, i) & PTE_WRITE)
-			continue;
-		ucow_region *held = region_fault_enter((uintptr_t)page_addr(r, i));
-		if (!held)
-			return -EFAULT;
-		err = do_wp_page(held, i, false);
-		region_fault_exit(held);
+	sigset_t saved;
+	os_block_signals(&saved);
+	for (uintptr_t a = start & ~mask; a < start + len && !err;
+	     a += os_page_size) {
+		ucow_region *r = region_fault_enter(a);
+		if (!r) {
+			err = -EFAULT;
+			break;
+		}
+		size_t i = (a - r->base) >> os_page_shift;
+		if (!(pte_read(&r->pt, i) & PTE_WRITE))
+			err = do_wp_page(r, i, false);
+		region_fault_exit(r);
 	}
+	os_restore_signals(&saved);
 	return err;
 }

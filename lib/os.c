@@ -186,7 +186,7 @@ bool os_env_long(const char *name, long min, long max, const char *what,
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void ucow_lock(sigset_t *saved)
+void os_block_signals(sigset_t *saved)
 {
 	sigset_t all;
 	sigfillset(&all);
@@ -197,13 +197,23 @@ void ucow_lock(sigset_t *saved)
 	sigdelset(&all, SIGFPE);
 	sigdelset(&all, SIGTRAP);
 	pthread_sigmask(SIG_BLOCK, &all, saved);
+}
+
+void os_restore_signals(const sigset_t *saved)
+{
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+void ucow_lock(sigset_t *saved)
+{
+	os_block_signals(saved);
 	pthread_mutex_lock(&global_lock);
 }
 
 void ucow_unlock(const sigset_t *saved)
 {
 	pthread_mutex_unlock(&global_lock);
-	pthread_sigmask(SIG_SETMASK, saved, NULL);
+	os_restore_signals(saved);
 }
 
 static sigset_t fork_saved_mask;

@@ -12,10 +12,13 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <CUnit/CUnit.h>
 
@@ -259,6 +262,70 @@ static void test_handler_installed_at_first_create(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("handler-installed-at-first-create"), 0));
 }
 
+/*
+ * A program's asynchronous signal handler that writes the page ucow_unshare
+ * is copying on the same thread: the handler's fault must not wait for the
+ * page lock its own thread holds (unshare holds signals back meanwhile).
+ */
+enum { UNSHARE_ROUNDS = 50, UNSHARE_PAGES = 16 };
+
+static char *volatile usr1_target;
+static volatile sig_atomic_t usr1_stop;
+
+static void usr1_writer(int sig)
+{
+	(void)sig;
+	char *t = usr1_target;
+	if (t)
+		t[1] = 1;
+}
+
+static void *usr1_kicker(void *arg)
+{
+	pthread_t victim = *(pthread_t *)arg;
+	struct timespec gap = {0, 20000};
+	while (!usr1_stop) {
+		pthread_kill(victim, SIGUSR1);
+		nanosleep(&gap, NULL);
+	}
+	return NULL;
+}
+
+static void unshare_under_signals_scenario(void *unused)
+{
+	(void)unused;
+	alarm(60); /* a deadlock fails the test within a minute */
+	size_t ps = page_size();
+	struct sigaction sa = {.sa_handler = usr1_writer, .sa_flags = SA_RESTART};
+	CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
+	ucow_region *src = make_filled(UNSHARE_PAGES, UNSHARE_PAGES, 4);
+	CHECK(src != NULL);
+	pthread_t self = pthread_self(), kicker;
+	CHECK(pthread_create(&kicker, NULL, usr1_kicker, &self) == 0);
+	for (int round = 0; round < UNSHARE_ROUNDS; round++) {
+		ucow_region *c = ucow_clone(src);
+		CHECK(c != NULL);
+		char *b = ucow_base(c);
+		for (size_t p = 0; p < UNSHARE_PAGES; p++) {
+			usr1_target = b + p * ps;
+			CHECK(ucow_unshare(b + p * ps, ps) == 0);
+			usr1_target = NULL;
+		}
+		for (size_t p = 0; p < UNSHARE_PAGES; p++)
+			b[p * ps + 1] = 1;
+		CHECK(pages_match(ucow_base(src), 0, UNSHARE_PAGES, 4));
+		ucow_destroy(c);
+	}
+	usr1_stop = 1;
+	CHECK(pthread_join(kicker, NULL) == 0);
+	ucow_destroy(src);
+}
+
+static void test_handler_writing_the_page_being_unshared(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(unshare_under_signals_scenario, NULL), 0));
+}
+
 void add_signals_suite(void)
 {
 	static const struct test_case tests[] = {
@@ -270,6 +337,7 @@ void add_signals_suite(void)
 		TEST(test_later_handler_keeps_cow_working),
 		TEST(test_later_handler_gets_foreign_faults),
 		TEST(test_handler_installed_at_first_create),
+		TEST(test_handler_writing_the_page_being_unshared),
 		{ NULL, NULL },
 	};
 	add_suite("signals", tests);
