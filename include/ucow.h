@@ -98,7 +98,9 @@ UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
  * dst and took a copy while dst kept its frame (see ucow_snapshot),
  * the frame takes src's bytes back instead and src maps it again: both get
  * the layout they had before.
- * Threads must not write `dst` during the call (their writes may be lost);
+ * Threads must not write `dst` during the call (their writes may be lost,
+ * and under the uffd backend one that meets the moment a page is remapped
+ * gets SIGSEGV, so that it can never reach a frame other regions map);
  * `src` may be read and written: dst takes its content as of the call.
  * Returns 0; -EINVAL (NULL handle, or sizes differ), -EBADF, -ECHILD,
  * -EPERM (dst is a snapshot), -ENOMEM (dst may then be partly reverted).
@@ -147,6 +149,8 @@ UCOW_API int ucow_is_snapshot(const ucow_region *r);
  * The range must lie in one region; len 0 is 0. Content never changes.
  * Returns 0; -EFAULT (addr is outside every region), -EPERM (a snapshot),
  * -EINVAL (the range runs past the region's end), -ENOMEM (no frame left).
+ * Asynchronous signals are held back on the calling thread while pages are
+ * copied (a handler that wrote one of them would wait for the copy).
  */
 UCOW_API int ucow_unshare(void *addr, size_t len);
 
