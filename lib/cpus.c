@@ -107,6 +107,24 @@ static void read_cgroups(const char *file, struct cg_paths *p)
 	fclose(f);
 }
 
+/* Decodes mountinfo's octal escapes (a space is \040) in place. */
+static char *unescape(char *s)
+{
+	char *out = s;
+	for (const char *in = s; *in; out++) {
+		if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' &&
+		    in[2] >= '0' && in[2] <= '7' && in[3] >= '0' && in[3] <= '7') {
+			*out = (char)((in[1] - '0') * 64 + (in[2] - '0') * 8 +
+				      (in[3] - '0'));
+			in += 4;
+		} else {
+			*out = *in++;
+		}
+	}
+	*out = '\0';
+	return s;
+}
+
 /*
  * The limit under one mountinfo line, if it mounts a hierarchy holding the
  * process's cgroup: "ID PARENT DEV ROOT MOUNTPOINT OPTS [TAGS] - TYPE SRC
@@ -131,9 +149,12 @@ static unsigned mount_limit(char *line, const struct cg_paths *p)
 		  list_has(opts, "cpu");
 	if (!v1 && !v2)
 		return 0;
-	const char *root = field[3], *cg = v2 ? p->v2 : p->v1;
+	const char *root = unescape(field[3]), *cg = v2 ? p->v2 : p->v1;
+	unescape(field[4]);
 	size_t rlen = strcmp(root, "/") == 0 ? 0 : strlen(root);
-	const char *rel = strncmp(cg, root, rlen) == 0 ? cg + rlen : "";
+	const char *rel = cg + rlen;
+	if (strncmp(cg, root, rlen) != 0 || (*rel != '/' && *rel != '\0'))
+		return 0; /* the mount shows another part of the hierarchy */
 	if (strcmp(rel, "/") == 0)
 		rel = "";
 	char dir[CG_PATH_MAX];

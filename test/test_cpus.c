@@ -138,6 +138,36 @@ static void test_container_sees_its_cgroup_as_the_mount_root(void)
 	fake_free(&f);
 }
 
+/* A mount that shows another part of the hierarchy says nothing of ours. */
+static void test_mount_of_another_cgroup_is_ignored(void)
+{
+	struct fake f;
+	fake_init(&f);
+	put(&f, "mountinfo",
+	    "50 40 0:26 /a/b %s/cg rw - cgroup2 cgroup2 rw\n"
+	    "51 40 0:26 /docker/abc %s/cg2 rw - cgroup2 cgroup2 rw\n",
+	    f.dir, f.dir);
+	put(&f, "cgroup", "0::/docker/abcd/x\n");
+	put(&f, "cg/cpu.max", "50000 100000\n");
+	put(&f, "cg2/cpu.max", "50000 100000\n");
+	put(&f, "cg2d/x/cpu.max", "50000 100000\n");
+	CU_ASSERT_EQUAL(limit(&f), 0);
+	fake_free(&f);
+}
+
+/* mountinfo writes a space in a path as \040. */
+static void test_escaped_mount_point(void)
+{
+	struct fake f;
+	fake_init(&f);
+	put(&f, "mountinfo",
+	    "30 25 0:26 / %s/c\\040g rw - cgroup2 cgroup2 rw\n", f.dir);
+	put(&f, "cgroup", "0::/app\n");
+	put(&f, "c g/app/cpu.max", "100000 100000\n");
+	CU_ASSERT_EQUAL(limit(&f), 1);
+	fake_free(&f);
+}
+
 static void test_missing_or_garbled_files_are_no_limit(void)
 {
 	struct fake f;
@@ -172,6 +202,8 @@ void add_cpus_suite(void)
 		TEST(test_less_than_one_cpu_is_one),
 		TEST(test_v1_cpu_controller_quota),
 		TEST(test_container_sees_its_cgroup_as_the_mount_root),
+		TEST(test_mount_of_another_cgroup_is_ignored),
+		TEST(test_escaped_mount_point),
 		TEST(test_missing_or_garbled_files_are_no_limit),
 		TEST(test_usable_cpus_are_within_the_affinity),
 		{NULL, NULL},
