@@ -7,7 +7,9 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int diff_check(const ucow_region *a, const ucow_region *b,
 		      ucow_diff_fn fn)
@@ -22,28 +24,53 @@ static int diff_check(const ucow_region *a, const ucow_region *b,
 	return err;
 }
 
-static bool pages_differ(const ucow_region *a, const ucow_region *b,
-			 size_t i)
+/*
+ * A frame's bytes, read from the frame store rather than through a region's
+ * mapping: a fault whose map failed may leave a page inaccessible for a
+ * moment. False if it cannot be read.
+ */
+static bool frame_read(frame_t f, char *buf)
+{
+	if (f == FRAME_NONE) {
+		memset(buf, 0, os_page_size);
+		return true;
+	}
+	for (size_t done = 0; done < os_page_size;) {
+		ssize_t n = pread(frames.memfd, buf + done, os_page_size - done,
+				  (off_t)(frame_offset(f) + done));
+		if (n <= 0)
+			return false;
+		done += (size_t)n;
+	}
+	return true;
+}
+
+/* buf: two pages, allocated at the first comparison; if that fails, or a
+ * read does, the pages are reported (as their frames say). */
+static bool pages_differ(const ucow_region *a, const ucow_region *b, size_t i,
+			 char **buf)
 {
 	pte_t p = pte_read(&a->pt, i), q = pte_read(&b->pt, i);
 	if (pte_frame(p) == pte_frame(q))
 		return false;
 	if (!((p | q) & PTE_RESTORED))
 		return true;
-	return memcmp(page_addr(a, i), page_addr(b, i), os_page_size) != 0;
+	if (!*buf && !(*buf = malloc(2 * os_page_size)))
+		return true;
+	return !frame_read(pte_frame(p), *buf) ||
+	       !frame_read(pte_frame(q), *buf + os_page_size) ||
+	       memcmp(*buf, *buf + os_page_size, os_page_size) != 0;
 }
 
-int ucow_diff(const ucow_region *a, const ucow_region *b, ucow_diff_fn fn,
-	      void *arg)
+static int diff_walk(const ucow_region *a, const ucow_region *b,
+		     ucow_diff_fn fn, void *arg, char **buf)
 {
-	int err = diff_check(a, b, fn);
-	if (err || a == b)
-		return err;
+	int err;
 	size_t run = 0, start = 0;
 	for (size_t l = leaf_next_either(&a->pt, &b->pt, 0); l < a->pt.nleaves;
 	     l = leaf_next_either(&a->pt, &b->pt, l + 1)) {
 		for (size_t i = l << PTE_LEAF_SHIFT; i < leaf_end(&a->pt, l); i++) {
-			bool differ = pages_differ(a, b, i);
+			bool differ = pages_differ(a, b, i, buf);
 			if (differ && run && start + run == i) {
 				run++;
 				continue;
@@ -56,4 +83,16 @@ int ucow_diff(const ucow_region *a, const ucow_region *b, ucow_diff_fn fn,
 		}
 	}
 	return run ? fn(start << os_page_shift, run << os_page_shift, arg) : 0;
+}
+
+int ucow_diff(const ucow_region *a, const ucow_region *b, ucow_diff_fn fn,
+	      void *arg)
+{
+	int err = diff_check(a, b, fn);
+	if (err || a == b)
+		return err;
+	char *buf = NULL;
+	err = diff_walk(a, b, fn, arg, &buf);
+	free(buf);
+	return err;
 }
