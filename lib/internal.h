@@ -368,6 +368,9 @@ void vma_note_neighbours(ucow_region *r, size_t lo, size_t hi);
 /* Recounts r, and the snapshots of its chain, where a fault noted drift
  * (r held: no fault runs on it; global lock held). */
 void vma_resync(ucow_region *r);
+/* The same for the snapshots from snap on, older ones through prev_snap,
+ * once their writer's faults are over (a destroyed writer's chain). */
+void vma_resync_chain(ucow_region *snap);
 bool vma_over_budget(long delta);
 /*
  * Whether a fault may keep its frame for `snapshots` snapshots (keep.c):

@@ -389,6 +389,7 @@ void ucow_destroy(ucow_region *r)
 		os_release((void *)r->base, r->va_size);
 		region_free_slot(r);
 	} else if (!err) {
+		ucow_region *snaps = r->readonly ? NULL : r->snap;
 		if (r->readonly)
 			chain_remove(r);
 		else
@@ -397,8 +398,10 @@ void ucow_destroy(ucow_region *r)
 		SUB(&live_regions, 1);
 		set_owner(r, 0);
 		wait_for_faults(r);
-		/* Only now: a fault in progress may still have counted some. */
+		/* Only now: a fault in progress may still have counted some,
+		 * here and, keeping, in its snapshots. */
 		vma_account(r, -LOAD(&r->mappings));
+		vma_resync_chain(snaps);
 		region_abandon(r);
 		if (!LOAD(&live_regions))
 			ucow_idle();

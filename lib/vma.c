@@ -126,7 +126,13 @@ void vma_resync(ucow_region *r)
 {
 	if (LOAD_RELAXED(&r->vma_drift))
 		vma_recount(r);
-	for (ucow_region *s = r->readonly ? NULL : r->snap; s; s = s->prev_snap)
+	if (!r->readonly)
+		vma_resync_chain(r->snap);
+}
+
+void vma_resync_chain(ucow_region *snap)
+{
+	for (ucow_region *s = snap; s; s = s->prev_snap)
 		if (LOAD_RELAXED(&s->vma_drift))
 			vma_recount(s);
 }

@@ -271,9 +271,31 @@ static void neighbour_keeps_scenario(void *unused)
 	CHECK(global_stats().mappings == 0);
 }
 
+/* ...and when the writer is destroyed instead of snapshotted again. */
+static void neighbour_keeps_destroy_scenario(void *unused)
+{
+	(void)unused;
+	size_t len = NEIGHBOUR_PAGES * page_size();
+	for (int round = 0; round < NEIGHBOUR_ROUNDS; round++) {
+		ucow_region *src = ucow_create(len);
+		CHECK(src != NULL);
+		fill_pages(ucow_base(src), 0, NEIGHBOUR_PAGES, 5);
+		ucow_region *snap = ucow_snapshot(src);
+		CHECK(snap != NULL);
+		write_neighbours(src);
+		ucow_destroy(src);
+		CHECK(region_mappings(snap) ==
+		      (size_t)mappings_in(ucow_base(snap), len));
+		CHECK(global_stats().mappings == region_mappings(snap));
+		ucow_destroy(snap);
+	}
+	CHECK(global_stats().mappings == 0);
+}
+
 static void test_threads_keeping_neighbouring_pages_keep_the_estimate(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_in_child(neighbour_keeps_scenario, NULL), 0));
+	CU_ASSERT(CHILD_EXITED(run_in_child(neighbour_keeps_destroy_scenario, NULL), 0));
 }
 
 /* ---- copies taken while a thread writes are point-in-time images -------- */
