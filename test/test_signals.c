@@ -269,8 +269,8 @@ static void test_handler_installed_at_first_create(void)
  */
 enum { UNSHARE_ROUNDS = 50, UNSHARE_PAGES = 16 };
 
-static char *volatile usr1_target;
-static volatile sig_atomic_t usr1_stop;
+static char *volatile usr1_target; /* main thread and its handler only */
+static int usr1_stop;
 
 static void usr1_writer(int sig)
 {
@@ -284,7 +284,7 @@ static void *usr1_kicker(void *arg)
 {
 	pthread_t victim = *(pthread_t *)arg;
 	struct timespec gap = {0, 20000};
-	while (!usr1_stop) {
+	while (!__atomic_load_n(&usr1_stop, __ATOMIC_RELAXED)) {
 		pthread_kill(victim, SIGUSR1);
 		nanosleep(&gap, NULL);
 	}
@@ -316,13 +316,15 @@ static void unshare_under_signals_scenario(void *unused)
 		CHECK(pages_match(ucow_base(src), 0, UNSHARE_PAGES, 4));
 		ucow_destroy(c);
 	}
-	usr1_stop = 1;
+	__atomic_store_n(&usr1_stop, 1, __ATOMIC_RELAXED);
 	CHECK(pthread_join(kicker, NULL) == 0);
 	ucow_destroy(src);
 }
 
 static void test_handler_writing_the_page_being_unshared(void)
 {
+	SKIP_UNDER("tsan", "TSan runs a deferred handler with every signal "
+			   "blocked, so its write fault kills the process");
 	CU_ASSERT(CHILD_EXITED(run_in_child(unshare_under_signals_scenario, NULL), 0));
 }
 
