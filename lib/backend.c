@@ -43,7 +43,8 @@ static void init(void)
 	os_init();
 	vma_init();
 	frame_failpoints_init(getenv("UCOW_FAILPOINT_FILL"));
-	region_failpoints_init(getenv("UCOW_FAILPOINT_MAP"));
+	region_failpoints_init(getenv("UCOW_FAILPOINT_MAP"),
+			       getenv("UCOW_FAILPOINT_WRITABLE"));
 	if ((init_error = region_table_init()) != 0)
 		return;
 	/* An unknown name leaves no backend: ucow_create fails until

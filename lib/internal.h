@@ -293,6 +293,8 @@ struct ucow_region {
 	struct pgtable pt;
 	long mappings;          /* estimate of its kernel mappings */
 	bool vma_drift;         /* neighbouring faults overlapped (vma.c) */
+	bool wp_unsure;         /* a page the table says writable may still be
+				   protected: a make_writable failed */
 	uint64_t cow_copies;
 	uint64_t cow_reuses;
 	uint64_t cow_kept;      /* faults that kept the frame (keep.c) */
@@ -525,8 +527,15 @@ extern const struct backend uffd_backend;
  */
 int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 		     bool writable);
-/* Reads the failpoint from the environment value (see region.c). */
-void region_failpoints_init(const char *map);
+/*
+ * Makes pages [i, i + n) of r writable for the MMU (the backend's
+ * make_writable). On failure r->wp_unsure is set until the next
+ * region_wrprotect: code that writes pages the table says are writable
+ * (an in-place revert) must not trust the table meanwhile.
+ */
+int region_make_writable(ucow_region *r, size_t i, size_t n);
+/* Reads the failpoints from the environment values (see region.c). */
+void region_failpoints_init(const char *map, const char *writable);
 
 /* Initialises the library once; 0 or negative errno. */
 int ucow_init(void);

@@ -217,8 +217,7 @@ int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 	 * if the kernel does not agree: a write then makes the page writable
 	 * again (do_wp_page), and the next snapshot write-protects it.
 	 */
-	int mkwrite = err ? 0 : ucow_backend_ops->make_writable(
-					page_addr(r, i), n << os_page_shift);
+	int mkwrite = err ? 0 : region_make_writable(r, i, n);
 	keepers_release(&k, i, n);
 	err = fault_finish(r, i, n, false, before, err);
 	return err ? err : mkwrite;

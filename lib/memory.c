@@ -19,8 +19,7 @@
  */
 static int wp_page_reuse(ucow_region *r, size_t i, pte_t pte, pte_t *out)
 {
-	int err = ucow_backend_ops->make_writable(page_addr(r, i),
-						  os_page_size);
+	int err = region_make_writable(r, i, 1);
 	if (err)
 		return err;
 	COUNT(&r->cow_reuses);
@@ -258,8 +257,7 @@ int do_wp_page(ucow_region *r, size_t i, bool around)
 	 * that failed half-way, cannot make the write fault for ever.
 	 */
 	if (pte & PTE_WRITE) {
-		int err = ucow_backend_ops->make_writable(page_addr(r, i),
-							  os_page_size);
+		int err = region_make_writable(r, i, 1);
 		pte_unlock(&r->pt, i, pte);
 		return err;
 	}

@@ -154,9 +154,13 @@ fail_table:
  */
 static size_t failpoint_map;
 static size_t failpoint_map_calls; /* calls of failpoint_map pages or more */
+/* UCOW_FAILPOINT_WRITABLE=K: the K-th make_writable fails (ENOMEM), as a
+ * failed mprotect or ioctl would, leaving the pages protected. */
+static long failpoint_writable;
 
-void region_failpoints_init(const char *map)
+void region_failpoints_init(const char *map, const char *writable)
 {
+	failpoint_writable = writable ? strtol(writable, NULL, 10) : 0;
 	char *end = NULL;
 	failpoint_map = map ? strtoul(map, &end, 10) : 0;
 	failpoint_map_calls = end && *end == ',' ? strtoul(end + 1, NULL, 10) : 0;
@@ -228,6 +232,18 @@ int region_map_pages(ucow_region *r, size_t i, size_t n, frame_t f,
 	}
 	if (err)
 		map_table(r, i, n);
+	return err;
+}
+
+int region_make_writable(ucow_region *r, size_t i, size_t n)
+{
+	int err = -ENOMEM;
+	if (LOAD_RELAXED(&failpoint_writable) <= 0 ||
+	    __atomic_sub_fetch(&failpoint_writable, 1, __ATOMIC_RELAXED) != 0)
+		err = ucow_backend_ops->make_writable(page_addr(r, i),
+						      n << os_page_shift);
+	if (err)
+		STORE(&r->wp_unsure, true);
 	return err;
 }
 

@@ -73,14 +73,17 @@ static int revert_add(struct map_run *run, const ucow_region *src, size_t i,
  * In place: page i of dst holds a frame no other region maps, so it can take
  * src's bytes without a remap. A writable page gets them with a plain memcpy
  * (no system call, and it stays writable); a read-only one through the frame
- * store, and it stays read-only (its next write is a reuse fault). Either
+ * store, and it stays read-only (its next write is a reuse fault). So does
+ * every page while a make_writable has failed (wp_unsure): the kernel may
+ * still protect a page the table says is writable, and a write to it would
+ * fault on a region this revert holds, for ever. Either
  * way its frame now holds bytes of another: PTE_RESTORED tells diff.
  */
 static int revert_page_in_place(ucow_region *dst, const ucow_region *src,
 				size_t i, pte_t d)
 {
 	int err = 0;
-	if (d & PTE_WRITE)
+	if ((d & PTE_WRITE) && !LOAD(&dst->wp_unsure))
 		memcpy(page_addr(dst, i), page_addr(src, i), os_page_size);
 	else
 		err = frame_fill(pte_frame(d), page_addr(src, i), os_page_size);

@@ -150,6 +150,7 @@ int region_wrprotect(ucow_region *r)
 			return err;
 	}
 	leaf_clear_all(pt->write_leaves, pt->nleaves);
+	STORE(&r->wp_unsure, false); /* table and kernel agree: read-only */
 	return 0;
 }
 

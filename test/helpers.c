@@ -6,7 +6,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <CUnit/CUnit.h>
@@ -32,13 +35,29 @@ void add_suite(const char *name, const struct test_case *tests)
 	}
 }
 
+/*
+ * The child's alarm is its own watchdog, but a child deadlocked with its
+ * signals blocked (inside ucow's global lock) never sees it: past the same
+ * time and a margin, the parent kills it (the status says SIGKILL).
+ */
 static int wait_child(pid_t pid)
 {
+	struct timespec gap = {0, 2000000};
+	time_t deadline = time(NULL) + CHILD_WATCHDOG_SECONDS + 30;
 	int st;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
+	for (;;) {
+		pid_t got = waitpid(pid, &st, WNOHANG);
+		if (got == pid)
+			return st;
+		if (got < 0 && errno != EINTR)
 			return -errno;
-	return st;
+		if (time(NULL) > deadline) {
+			fprintf(stderr, "child %ld still running after %d s: killed\n",
+				(long)pid, CHILD_WATCHDOG_SECONDS + 30);
+			kill(pid, SIGKILL);
+		}
+		nanosleep(&gap, NULL);
+	}
 }
 
 int run_in_child(void (*fn)(void *), void *arg)

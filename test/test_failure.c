@@ -252,6 +252,40 @@ static int copy_map_failure_is_retried(void)
 	return 0;
 }
 
+/*
+ * A keep whose make_writable fails leaves a page that the table says is
+ * writable and the kernel still protects; the handler leaves the fault. An
+ * in-place revert then must not write it through its mapping (that write
+ * would fault on the region the revert holds, for ever, with signals
+ * blocked: only the parent's watchdog ends it): it restores the page, and
+ * the write made again is served. Signal backend.
+ */
+static int revert_in_place_after_a_failed_make_writable(void)
+{
+	enum { P = 8 };
+	CHECK(setenv("UCOW_FAILPOINT_WRITABLE", "1", 1) == 0);
+	CHECK(ucow_set_backend("sigsegv") == 0);
+	static int calls;
+	ucow_on_fault_error(leave_the_fault, &calls);
+	ucow_region *src = make_filled(P, P, 61);
+	CHECK(src != NULL);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	if (sigsetjmp(leave_fault, 1) == 0)
+		page_of(src, 3)[0] = 3;
+	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
+	CHECK(stats_of(src).cow_kept == 1);
+	CHECK(ucow_revert_in_place(src, snap) == 0);
+	CHECK(pages_match(ucow_base(src), 0, P, 61));
+	page_of(src, 3)[0] = 3;
+	CHECK(__atomic_load_n(&calls, __ATOMIC_RELAXED) == 1);
+	CHECK(page_of(src, 3)[0] == 3 && pages_match(ucow_base(snap), 0, P, 61));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+	return 0;
+}
+
 static void destroy_three(ucow_region *a, ucow_region *b, ucow_region *c)
 {
 	ucow_destroy(a);
@@ -497,6 +531,8 @@ const struct child_scenario failure_scenarios[] = {
 	{"copy-map-failure-leaves-the-pages-mapped",
 	 copy_map_failure_leaves_the_pages_mapped},
 	{"copy-map-failure-is-retried", copy_map_failure_is_retried},
+	{"revert-in-place-after-a-failed-make-writable",
+	 revert_in_place_after_a_failed_make_writable},
 	{"keep-map-failure-in-the-newest-snapshot",
 	 keep_map_failure_in_the_newest_snapshot},
 	{"keep-map-failure-in-an-older-snapshot",
@@ -549,6 +585,12 @@ static void test_copy_map_failure_is_retried(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("copy-map-failure-is-retried"), 0));
 }
 
+static void test_revert_in_place_after_a_failed_make_writable(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("revert-in-place-after-a-failed-make-writable"), 0));
+}
+
 static void test_keep_map_failure_in_the_newest_snapshot(void)
 {
 	CU_ASSERT(CHILD_EXITED(
@@ -597,6 +639,7 @@ void add_failure_suite(void)
 		TEST(test_copy_failure_calls_the_program_handler),
 		TEST(test_keep_failure_calls_the_program_handler),
 		TEST(test_copy_map_failure_leaves_the_pages_mapped),
+		TEST(test_revert_in_place_after_a_failed_make_writable),
 		TEST(test_copy_map_failure_is_retried),
 		TEST(test_keep_map_failure_in_the_newest_snapshot),
 		TEST(test_keep_map_failure_in_an_older_snapshot),
