@@ -290,7 +290,8 @@ UCOW_API int ucow_handle_fault(void *addr);
  * snapshot's backdrop, see the README, spans most of the region), and
  * UCOW_FAILPOINT_MAP=N,K the K-th such mapping. The failed mapping leaves
  * the pages unmapped, as a failed mmap(MAP_FIXED) may; ucow maps them back
- * as they were.
+ * as they were. UCOW_FAILPOINT_WRITABLE=K makes the K-th call that makes
+ * pages writable for the MMU fail with ENOMEM, leaving them protected.
  */
 typedef void (*ucow_fault_error_fn)(void *addr, int error, void *arg);
 UCOW_API void ucow_on_fault_error(ucow_fault_error_fn fn, void *arg);
