@@ -148,7 +148,10 @@ UCOW_API int ucow_is_snapshot(const ucow_region *r);
  * writes into a shared page fail with EFAULT instead of faulting.
  * The range must lie in one region; len 0 is 0. Content never changes.
  * Returns 0; -EFAULT (addr is outside every region), -EPERM (a snapshot),
- * -EINVAL (the range runs past the region's end), -ENOMEM (no frame left).
+ * -EINVAL (the range runs past the region's end), -ENOMEM (no frame left),
+ * -ENOSPC or -EFBIG (the frame store's memfd could not take the copy: its
+ * file system is full, or the process's file size limit is reached); on
+ * an error, the pages before the failing one are unshared already.
  * Asynchronous signals are held back on the calling thread while pages are
  * copied (a handler that wrote one of them would wait for the copy).
  */
