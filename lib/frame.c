@@ -66,10 +66,13 @@ static size_t blocks_bytes(frame_t nframes)
 	return ((size_t)nframes >> FRAME_BLOCK_SHIFT) * sizeof(uint32_t);
 }
 
+/* The arrays behind frames.refcount and frames.block_live. */
+static struct os_table refcount_table, block_table;
+
 static void release_arrays(void)
 {
-	os_release(frames.refcount, (size_t)frames.nframes * sizeof(uint32_t));
-	os_release(frames.block_live, blocks_bytes(frames.nframes));
+	os_table_release(&refcount_table);
+	os_table_release(&block_table);
 	frames.refcount = NULL;
 	frames.block_live = NULL;
 }
@@ -86,10 +89,13 @@ static int size_store(void)
 		if (ftruncate(frames.memfd, (off_t)frame_offset(n)) != 0)
 			continue;
 		frames.nframes = n;
-		frames.refcount = os_reserve((size_t)n * sizeof(uint32_t));
-		frames.block_live = os_reserve(blocks_bytes(n));
-		if (frames.refcount && frames.block_live)
+		if (os_table_reserve(&refcount_table,
+				     (size_t)n * sizeof(uint32_t)) == 0 &&
+		    os_table_reserve(&block_table, blocks_bytes(n)) == 0) {
+			frames.refcount = (uint32_t *)refcount_table.base;
+			frames.block_live = (uint32_t *)block_table.base;
 			return 0;
+		}
 		release_arrays();
 	}
 	return -ENOMEM;
@@ -208,15 +214,31 @@ static bool take_first_fit(frame_t len, frame_t *home)
 	return false;
 }
 
+/*
+ * The counts of a home's frames become accessible when the home is handed
+ * out (homes are taken first fit, so the arrays grow with the peak of frame
+ * numbers in use, not with the 2^31 the memfd allows).
+ */
+static int commit_counts(frame_t home, frame_t len)
+{
+	size_t end = (size_t)home + len;
+	int err = os_table_commit(&refcount_table, end * sizeof(uint32_t));
+	if (!err)
+		err = os_table_commit(&block_table,
+				      blocks_bytes((frame_t)end));
+	if (err)
+		free_extent((struct extent){home, len});
+	return err;
+}
+
 int home_alloc(size_t npages, frame_t *home)
 {
 	if (npages > frames.nframes)
 		return -ENOMEM;
 	frame_t len = home_len(npages);
-	if (take_first_fit(len, home))
-		return 0;
-	if (reclaim_homes() && take_first_fit(len, home))
-		return 0;
+	if (take_first_fit(len, home) ||
+	    (reclaim_homes() && take_first_fit(len, home)))
+		return commit_counts(*home, len);
 	return -ENOMEM;
 }
 

@@ -56,6 +56,21 @@ void *os_reserve(size_t size);
 /* Reserves `size` bytes aligned to `align` (a power of two), PROT_NONE. */
 void *os_reserve_aligned(size_t size, size_t align);
 void os_release(void *addr, size_t size);
+/*
+ * A table reserved at its largest size and made accessible only as far as it
+ * is used: the rest stays address space without access, which tools that
+ * read every readable page (valgrind's leak check) pass over at no cost.
+ * Commits and releases run in normal code, never on the fault path.
+ */
+struct os_table {
+	char *base;
+	size_t size;      /* bytes reserved */
+	size_t committed; /* bytes accessible from base; only grows */
+};
+int os_table_reserve(struct os_table *t, size_t size);
+/* Makes the first `bytes` accessible: 0 or a negative errno. */
+int os_table_commit(struct os_table *t, size_t bytes);
+void os_table_release(struct os_table *t);
 /* Gives the memory of a reserved range back; it reads as zeros again. */
 void os_discard(void *addr, size_t size);
 /* Replaces the range by anonymous memory: read-only zeros, or no access. */

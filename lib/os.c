@@ -51,6 +51,46 @@ void os_release(void *addr, size_t size)
 		munmap(addr, size);
 }
 
+/* Commits grow by at least this much: fewer calls, one mapping each time. */
+#define TABLE_COMMIT_MIN ((size_t)1 << 20)
+
+int os_table_reserve(struct os_table *t, size_t size)
+{
+	void *p = mmap(NULL, size, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	*t = (struct os_table){0};
+	if (p == MAP_FAILED)
+		return -errno;
+	t->base = p;
+	t->size = size;
+	return 0;
+}
+
+int os_table_commit(struct os_table *t, size_t bytes)
+{
+	if (bytes <= t->committed)
+		return 0;
+	if (bytes > t->size)
+		return -ENOMEM;
+	size_t want = bytes - t->committed;
+	if (want < TABLE_COMMIT_MIN)
+		want = TABLE_COMMIT_MIN;
+	want = (want + os_page_size - 1) & ~(os_page_size - 1);
+	if (want > t->size - t->committed)
+		want = t->size - t->committed;
+	if (mprotect(t->base + t->committed, want, PROT_READ | PROT_WRITE) != 0)
+		return -errno;
+	t->committed += want;
+	return 0;
+}
+
+void os_table_release(struct os_table *t)
+{
+	if (t->base)
+		munmap(t->base, t->size);
+	*t = (struct os_table){0};
+}
+
 void os_discard(void *addr, size_t size)
 {
 	madvise(addr, size, MADV_DONTNEED);

@@ -28,6 +28,7 @@
 
 /* Slot 0 is never used, so that chunk_owner 0 means "no region". */
 static ucow_region *slots;
+static struct os_table slot_table; /* slots, accessible up to slot_limit */
 static uint32_t *chunk_owner;
 static uint32_t next_slot = 1;
 /*
@@ -35,7 +36,17 @@ static uint32_t next_slot = 1;
  * rotation, so a destroyed handle stays detectable for as long as possible;
  * the rotation grows only when it is full.
  */
-static uint32_t slot_limit = 4096;
+static uint32_t slot_limit;
+#define FIRST_SLOT_LIMIT 4096
+
+/* Grows the rotation to `limit` slots, making their memory accessible. */
+static int slots_grow(uint32_t limit)
+{
+	int err = os_table_commit(&slot_table, (size_t)limit * sizeof *slots);
+	if (!err)
+		STORE(&slot_limit, limit);
+	return err;
+}
 
 static size_t live_regions;
 
@@ -46,15 +57,20 @@ size_t region_count(void)
 
 int region_table_init(void)
 {
-	slots = os_reserve((size_t)MAX_REGIONS * sizeof *slots);
+	int err = os_table_reserve(&slot_table,
+				   (size_t)MAX_REGIONS * sizeof *slots);
 	chunk_owner = os_reserve(NCHUNKS * sizeof *chunk_owner);
-	if (!slots || !chunk_owner) {
-		os_release(slots, (size_t)MAX_REGIONS * sizeof *slots);
+	if (!err && !chunk_owner)
+		err = -ENOMEM;
+	if (!err)
+		err = slots_grow(FIRST_SLOT_LIMIT);
+	if (err) {
+		os_table_release(&slot_table);
 		os_release(chunk_owner, NCHUNKS * sizeof *chunk_owner);
-		slots = NULL;
 		chunk_owner = NULL;
-		return -ENOMEM;
+		return err;
 	}
+	slots = (ucow_region *)slot_table.base;
 #ifdef UCOW_LSAN
 	/* The leak checker scans malloc'd memory, not this mapping: tell it
 	 * the page tables that live regions point to are reachable. */
@@ -68,7 +84,7 @@ int region_check(const ucow_region *r)
 	if (!r)
 		return -EINVAL;
 	uintptr_t p = (uintptr_t)r, lo = (uintptr_t)(slots + 1),
-		  hi = (uintptr_t)(slots + MAX_REGIONS);
+		  hi = (uintptr_t)(slots + LOAD(&slot_limit));
 	if (!slots || p < lo || p >= hi ||
 	    (p - (uintptr_t)slots) % sizeof *slots)
 		return -EBADF;
@@ -97,7 +113,9 @@ static ucow_region *slot_take(void)
 	if (slot_limit == MAX_REGIONS)
 		return NULL;
 	uint32_t idx = slot_limit;
-	slot_limit = slot_limit * 2 < MAX_REGIONS ? slot_limit * 2 : MAX_REGIONS;
+	if (slots_grow(slot_limit * 2 < MAX_REGIONS ? slot_limit * 2
+						    : MAX_REGIONS) != 0)
+		return NULL;
 	next_slot = idx + 1;
 	return &slots[idx];
 }

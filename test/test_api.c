@@ -216,6 +216,26 @@ static void foreign_unmapped_handle(void *unused)
 	check_foreign_handle_refused(hole, live);
 }
 
+/*
+ * Handles are slots of one reserved table, accessible only as far as slots
+ * have been used: a handle of the right shape past them must be refused,
+ * not read.
+ */
+static void handle_past_the_slots_in_use(void *unused)
+{
+	(void)unused;
+	/* Regions made one after another take neighbouring slots: their
+	 * distance is the size of a slot. */
+	ucow_region *live = make_filled(2, 2, 5);
+	ucow_region *b = make_filled(1, 1, 1), *c = make_filled(1, 1, 1);
+	CHECK(live && b && c);
+	uintptr_t slot = (uintptr_t)c - (uintptr_t)b;
+	CHECK((uintptr_t)b - (uintptr_t)live == slot && slot < 4096);
+	for (uintptr_t n = 100000; n < 1000000; n += 299999)
+		check_foreign_handle_refused(
+			(ucow_region *)((uintptr_t)live + n * slot), live);
+}
+
 /* A foreign pointer could crash a careless library: try it in a child. */
 static void test_foreign_stack_pointer_is_ebadf(void)
 {
@@ -230,6 +250,12 @@ static void test_foreign_heap_pointer_is_ebadf(void)
 static void test_foreign_unmapped_pointer_is_ebadf(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_in_child(foreign_unmapped_handle, NULL), 0));
+}
+
+static void test_handle_past_the_slots_in_use_is_ebadf(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(handle_past_the_slots_in_use, NULL),
+			       0));
 }
 
 static void test_stats_null_arguments(void)
@@ -482,6 +508,7 @@ void add_api_suite(void)
 		TEST(test_foreign_stack_pointer_is_ebadf),
 		TEST(test_foreign_heap_pointer_is_ebadf),
 		TEST(test_foreign_unmapped_pointer_is_ebadf),
+		TEST(test_handle_past_the_slots_in_use_is_ebadf),
 		TEST(test_stats_null_arguments),
 		TEST(test_revert_null_arguments),
 		TEST(test_revert_size_mismatch_is_refused),
