@@ -236,10 +236,16 @@ int home_alloc(size_t npages, frame_t *home)
 	if (npages > frames.nframes)
 		return -ENOMEM;
 	frame_t len = home_len(npages);
-	if (take_first_fit(len, home) ||
-	    (reclaim_homes() && take_first_fit(len, home)))
-		return commit_counts(*home, len);
-	return -ENOMEM;
+	frame_t got;
+	if (!take_first_fit(len, &got) &&
+	    !(reclaim_homes() && take_first_fit(len, &got)))
+		return -ENOMEM;
+	/* On failure *home is untouched: a caller that retires it retires
+	 * nothing, never numbers that went back to the free list. */
+	int err = commit_counts(got, len);
+	if (!err)
+		*home = got;
+	return err;
 }
 
 void home_retire(frame_t home, size_t npages)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -286,6 +287,81 @@ static int revert_in_place_after_a_failed_make_writable(void)
 	return 0;
 }
 
+/* VmData of /proc/self/status in bytes: what RLIMIT_DATA is checked against. */
+static size_t vm_data_bytes(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	CHECK(f != NULL);
+	while (kb < 0 && fgets(line, sizeof line, f))
+		if (sscanf(line, "VmData: %ld kB", &kb) != 1)
+			kb = -1;
+	fclose(f);
+	CHECK(kb > 0);
+	return (size_t)kb << 10;
+}
+
+/* RLIMIT_DATA lets the process's data grow by `room` bytes from now. */
+static void limit_data(const struct rlimit *old, size_t room)
+{
+	struct rlimit tight = *old;
+	tight.rlim_cur = vm_data_bytes() + room;
+	CHECK(setrlimit(RLIMIT_DATA, &tight) == 0);
+}
+
+/*
+ * A home whose frame counts cannot be made accessible (RLIMIT_DATA refuses
+ * the mprotect) fails the call and changes nothing; its frame numbers are
+ * never handed out twice. Before, the failed home went back to the free list
+ * and its caller retired it again, and two later regions shared frames.
+ * In a fresh process, two regions of BIG pages leave the counts accessible
+ * just past their homes: the next home of BIG pages needs a commit of about
+ * 4 * BIG bytes, and the limit leaves room for a page table of BIG pages
+ * (8 * BIG bytes) and 512 KiB more.
+ */
+static int table_commit_failure_keeps_homes_apart(void)
+{
+	enum { BIG = 3 << 17 };
+	ucow_region *src = ucow_create(page_size() * BIG);
+	ucow_region *dst = ucow_create(page_size() * BIG);
+	CHECK(src && dst);
+	fill_pages(ucow_base(src), 0, 1, 71);
+	fill_pages(ucow_base(dst), 0, 1, 72);
+	struct rlimit old;
+	CHECK(getrlimit(RLIMIT_DATA, &old) == 0);
+	/* Room for no new home: a revert's new home for src fails. */
+	limit_data(&old, 512 << 10);
+	int revert_err = ucow_revert(dst, src);
+	/* Room for a page table, not for its home: a copy's fails. */
+	limit_data(&old, 8 * BIG + (512 << 10));
+	errno = 0;
+	ucow_region *snap = ucow_snapshot(src);
+	int snap_errno = errno;
+	errno = 0;
+	ucow_region *clone = ucow_clone(src);
+	int clone_errno = errno;
+	CHECK(setrlimit(RLIMIT_DATA, &old) == 0);
+	CHECK(revert_err == -ENOMEM);
+	CHECK(!snap && snap_errno == ENOMEM && !clone && clone_errno == ENOMEM);
+	CHECK(pages_match(ucow_base(src), 0, 1, 71) &&
+	      pages_match(ucow_base(dst), 0, 1, 72));
+	ucow_region *fresh[3];
+	for (unsigned k = 0; k < 3; k++) {
+		CHECK((fresh[k] = ucow_create(page_size() * BIG)) != NULL);
+		fill_pages(ucow_base(fresh[k]), 0, 1, 80 + k);
+	}
+	for (unsigned k = 0; k < 3; k++)
+		CHECK(pages_match(ucow_base(fresh[k]), 0, 1, 80 + k));
+	CHECK(global_stats().frames == 5);
+	for (unsigned k = 0; k < 3; k++)
+		ucow_destroy(fresh[k]);
+	ucow_destroy(dst);
+	ucow_destroy(src);
+	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+	return 0;
+}
+
 static void destroy_three(ucow_region *a, ucow_region *b, ucow_region *c)
 {
 	ucow_destroy(a);
@@ -545,6 +621,8 @@ const struct child_scenario failure_scenarios[] = {
 	 snapshot_map_failure_changes_no_content},
 	{"map-budget-out-of-range-is-ignored", map_budget_out_of_range_is_ignored},
 	{"keep-gives-way-near-the-budget", keep_gives_way_near_the_budget},
+	{"table-commit-failure-keeps-homes-apart",
+	 table_commit_failure_keeps_homes_apart},
 	{NULL, NULL},
 };
 
@@ -621,6 +699,12 @@ static void test_snapshot_map_failure_changes_no_content(void)
 		run_scenario("snapshot-map-failure-changes-no-content"), 0));
 }
 
+static void test_table_commit_failure_keeps_homes_apart(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("table-commit-failure-keeps-homes-apart"), 0));
+}
+
 static void test_keep_gives_way_near_the_budget(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_scenario("keep-gives-way-near-the-budget"), 0));
@@ -648,6 +732,7 @@ void add_failure_suite(void)
 		TEST(test_snapshot_map_failure_changes_no_content),
 		TEST(test_map_budget_out_of_range_is_ignored),
 		TEST(test_keep_gives_way_near_the_budget),
+		TEST(test_table_commit_failure_keeps_homes_apart),
 		{NULL, NULL},
 	};
 	add_suite("failure", tests);
