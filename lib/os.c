@@ -256,7 +256,9 @@ void ucow_unlock(const sigset_t *saved)
 	os_restore_signals(saved);
 }
 
-static sigset_t fork_saved_mask;
+/* Per thread: two threads may fork at once, and each waits for the lock
+ * with its own mask saved. */
+static _Thread_local sigset_t fork_saved_mask;
 
 static void lock_for_fork(void)
 {

@@ -478,4 +478,7 @@ void region_atfork_child(void)
 	}
 	os_discard(chunk_owner, NCHUNKS * sizeof *chunk_owner);
 	STORE(&live_regions, 0);
+	/* The parent's mappings are one PROT_NONE range per region now: the
+	 * child's budget starts empty. */
+	STORE(&vmas.in_use, 0);
 }

@@ -6,10 +6,13 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CUnit/CUnit.h>
@@ -179,6 +182,90 @@ static void test_child_regions_copy_on_write(void)
 	destroy_family(f);
 }
 
+/* The child starts with no region and none of the parent's mappings: the
+ * mapping budget is its own. */
+static void child_counts_nothing_of_the_parent(void *unused)
+{
+	(void)unused;
+	struct ucow_global_stats g = global_stats();
+	CHECK(g.regions == 0 && g.frames == 0 && g.mappings == 0);
+	ucow_region *r = make_filled(PAGES, PAGES, 11);
+	CHECK(r != NULL && global_stats().mappings == stats_of(r).mappings);
+	ucow_destroy(r);
+	CHECK(global_stats().mappings == 0);
+}
+
+static void test_child_counts_nothing_of_the_parent(void)
+{
+	struct family f = make_family(9);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f.clone);
+	fill_pages(f.clone_base, 1, 1, 10); /* a page on its own among shared */
+	CU_ASSERT(global_stats().mappings > 2);
+	CU_ASSERT(CHILD_EXITED(
+		run_in_child(child_counts_nothing_of_the_parent, NULL), 0));
+	destroy_family(f);
+}
+
+struct forker {
+	bool block; /* whether this thread blocks SIGUSR1 */
+	unsigned wrong;
+};
+
+static bool mask_is(bool block)
+{
+	sigset_t now;
+	pthread_sigmask(SIG_SETMASK, NULL, &now);
+	return sigismember(&now, SIGUSR1) == block;
+}
+
+/* Forks again and again; counts forks after which this thread's mask, or its
+ * child's, is not the thread's own. */
+static void *fork_in_a_loop(void *arg)
+{
+	struct forker *f = arg;
+	unsigned forks = sanitizer_is("valgrind") ? 100 : 1000;
+	sigset_t own;
+	sigemptyset(&own);
+	if (f->block)
+		sigaddset(&own, SIGUSR1);
+	pthread_sigmask(SIG_SETMASK, &own, NULL);
+	for (unsigned k = 0; k < forks; k++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(mask_is(f->block) ? 0 : 1);
+		int st = 0;
+		bool child_ok = pid > 0 && waitpid(pid, &st, 0) == pid &&
+				WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		if (!child_ok || !mask_is(f->block)) {
+			f->wrong++;
+			pthread_sigmask(SIG_SETMASK, &own, NULL);
+		}
+	}
+	return NULL;
+}
+
+/* ucow's fork handlers block signals around fork() and restore the mask of
+ * the thread that forks, even while another thread forks too. */
+static void two_threads_forking(void *unused)
+{
+	(void)unused;
+	ucow_region *r = make_filled(1, 1, 12); /* ucow's fork handlers are in */
+	CHECK(r != NULL);
+	struct forker f[2] = {{false, 0}, {true, 0}};
+	pthread_t t[2];
+	for (int k = 0; k < 2; k++)
+		CHECK(pthread_create(&t[k], NULL, fork_in_a_loop, &f[k]) == 0);
+	for (int k = 0; k < 2; k++)
+		CHECK(pthread_join(t[k], NULL) == 0);
+	CHECK(f[0].wrong == 0 && f[1].wrong == 0);
+	ucow_destroy(r);
+}
+
+static void test_threads_forking_keep_their_signal_masks(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(two_threads_forking, NULL), 0));
+}
+
 static void do_nothing(void *arg)
 {
 	(void)arg;
@@ -250,6 +337,8 @@ void add_fork_suite(void)
 		TEST(test_child_regions_copy_on_write),
 		TEST(test_parent_regions_copy_on_write_after_fork),
 		TEST(test_frame_store_is_close_on_exec),
+		TEST(test_child_counts_nothing_of_the_parent),
+		TEST(test_threads_forking_keep_their_signal_masks),
 		{ NULL, NULL },
 	};
 	add_suite("fork", tests);
