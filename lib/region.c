@@ -127,10 +127,17 @@ static int region_map(ucow_region *r)
 	if (!va)
 		return -ENOMEM;
 	r->base = (uintptr_t)va;
-	/* The whole reservation reads as zeros; only [base, base + size)
-	 * is the region, a write past it is a stray fault. */
+	/*
+	 * The whole reservation reads as zeros; only [base, base + size) is
+	 * the region. The rest is never the backend's: a write past the end
+	 * is a stray fault (SIGSEGV) under every backend, where a range
+	 * registered with userfaultfd would have made the writer wait for a
+	 * fault no one serves.
+	 */
 	int err = r->readonly ? os_map_zero(va, r->va_size)
-			      : ucow_backend_ops->map_zero(va, r->va_size, false);
+			      : ucow_backend_ops->map_zero(va, r->size, false);
+	if (!err && !r->readonly && r->va_size > r->size)
+		err = os_map_zero((char *)va + r->size, r->va_size - r->size);
 	if (err)
 		os_release(va, r->va_size);
 	return err;

@@ -258,6 +258,27 @@ static void test_handle_past_the_slots_in_use_is_ebadf(void)
 			       0));
 }
 
+/* The rest of the region's 2 MiB chunk reads as zeros, and a write there is
+ * the program's fault under every backend (under uffd it once waited for
+ * ever: the tail was registered, and no one served it). */
+static void write_past_the_end(void *unused)
+{
+	(void)unused;
+	ucow_region *r = make_filled(1, 1, 13);
+	CHECK(r != NULL);
+	volatile char *end = page_of(r, 1);
+	CHECK(end[0] == 0 && end[page_size() - 1] == 0);
+	alarm(10); /* a write that waits dies of SIGALRM, and fails the test */
+	end[0] = 'x';
+	CHECK(!"the write past the region's end did not fault");
+}
+
+static void test_write_past_the_end_is_sigsegv(void)
+{
+	CU_ASSERT(CHILD_SIGNALED(run_in_child(write_past_the_end, NULL),
+				 SIGSEGV));
+}
+
 static void test_stats_null_arguments(void)
 {
 	ucow_region *r = ucow_create(page_size());
@@ -509,6 +530,7 @@ void add_api_suite(void)
 		TEST(test_foreign_heap_pointer_is_ebadf),
 		TEST(test_foreign_unmapped_pointer_is_ebadf),
 		TEST(test_handle_past_the_slots_in_use_is_ebadf),
+		TEST(test_write_past_the_end_is_sigsegv),
 		TEST(test_stats_null_arguments),
 		TEST(test_revert_null_arguments),
 		TEST(test_revert_size_mismatch_is_refused),
