@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <sigsegv.h>
 #include <string.h>
+#include <ucontext.h>
 
 static struct sigaction prev_action; /* the program's, before ucow */
 static struct sigaction lib_action;  /* libsigsegv's */
@@ -73,8 +74,18 @@ static void chain_fault(void *addr)
 		synth.si_addr = addr;
 		info = &synth;
 	}
-	sigset_t saved;
-	pthread_sigmask(SIG_BLOCK, &act.sa_mask, &saved);
+	/* The mask the kernel would have given the program's own handler: the
+	 * one at the fault, its sa_mask, and SIGSEGV itself. */
+	sigset_t mask, saved;
+	pthread_sigmask(SIG_SETMASK, NULL, &saved);
+	if (fault_context)
+		mask = ((ucontext_t *)fault_context)->uc_sigmask;
+	else
+		mask = saved;
+	sigorset(&mask, &mask, &act.sa_mask);
+	if (!(act.sa_flags & SA_NODEFER))
+		sigaddset(&mask, SIGSEGV);
+	pthread_sigmask(SIG_SETMASK, &mask, NULL);
 	if (act.sa_flags & SA_SIGINFO)
 		act.sa_sigaction(SIGSEGV, info, fault_context);
 	else
@@ -109,9 +120,18 @@ static int signal_init(void)
 		return -ENOSYS;
 	if (sigaction(SIGSEGV, NULL, &lib_action) != 0)
 		return -errno;
+	/*
+	 * A fault is served with every asynchronous signal held back, as
+	 * ucow_lock holds them: a handler that writes a region while its thread
+	 * is in a fault would find SIGSEGV blocked (the kernel then kills the
+	 * process) or wait for a pte lock its own thread holds. libsigsegv's
+	 * mask leaves real-time signals, SIGCONT and the stop signals out.
+	 */
 	struct sigaction tramp = lib_action;
 	tramp.sa_flags |= SA_SIGINFO;
 	tramp.sa_sigaction = segv_trampoline;
+	os_async_signals(&tramp.sa_mask);
+	sigorset(&tramp.sa_mask, &tramp.sa_mask, &lib_action.sa_mask);
 	return sigaction(SIGSEGV, &tramp, NULL) ? -errno : 0;
 }
 

@@ -97,8 +97,11 @@ void os_write_error(const char *a, const char *b, uintptr_t addr);
 bool os_env_long(const char *name, long min, long max, const char *what,
 		 long *out);
 
-/* Blocks the asynchronous signals (all but SIGSEGV, SIGBUS, SIGILL, SIGFPE
- * and SIGTRAP) for the calling thread; os_restore_signals puts `saved` back. */
+/* The asynchronous signals: all but SIGSEGV, SIGBUS, SIGILL, SIGFPE and
+ * SIGTRAP. */
+void os_async_signals(sigset_t *set);
+/* Blocks the asynchronous signals for the calling thread; os_restore_signals
+ * puts `saved` back. */
 void os_block_signals(sigset_t *saved);
 void os_restore_signals(const sigset_t *saved);
 /*

@@ -226,16 +226,21 @@ bool os_env_long(const char *name, long min, long max, const char *what,
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
 
+void os_async_signals(sigset_t *set)
+{
+	sigfillset(set);
+	/* Synchronous signals cannot be blocked without killing the process. */
+	sigdelset(set, SIGSEGV);
+	sigdelset(set, SIGBUS);
+	sigdelset(set, SIGILL);
+	sigdelset(set, SIGFPE);
+	sigdelset(set, SIGTRAP);
+}
+
 void os_block_signals(sigset_t *saved)
 {
 	sigset_t all;
-	sigfillset(&all);
-	/* Synchronous signals cannot be blocked without killing the process. */
-	sigdelset(&all, SIGSEGV);
-	sigdelset(&all, SIGBUS);
-	sigdelset(&all, SIGILL);
-	sigdelset(&all, SIGFPE);
-	sigdelset(&all, SIGTRAP);
+	os_async_signals(&all);
 	pthread_sigmask(SIG_BLOCK, &all, saved);
 }
 
