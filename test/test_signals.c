@@ -28,11 +28,18 @@ static sigjmp_buf escape;
 static void *volatile fault_addr;
 static volatile sig_atomic_t foreign_calls, resolved_calls;
 
+/* Whether the program's handler ran with SIGSEGV, and SIGUSR1, blocked. */
+static volatile sig_atomic_t segv_blocked, usr1_blocked;
+
 /* The program's own handler: records the fault and jumps out of it. */
 static void program_handler(int sig, siginfo_t *info, void *ctx)
 {
 	(void)sig;
 	(void)ctx;
+	sigset_t now;
+	pthread_sigmask(SIG_SETMASK, NULL, &now);
+	segv_blocked = sigismember(&now, SIGSEGV);
+	usr1_blocked = sigismember(&now, SIGUSR1);
 	fault_addr = info->si_addr;
 	foreign_calls++;
 	siglongjmp(escape, 1);
@@ -105,6 +112,9 @@ static int snapshot_write_reaches_earlier_handler(void)
 	uint64_t foreign = global_stats().foreign_faults;
 
 	CHECK(write_faults_to_program(page_of(snap, 1) + 123));
+	/* The mask the kernel gives a handler with an empty sa_mask: SIGSEGV
+	 * only, not the signals ucow holds back while it looks at a fault. */
+	CHECK(segv_blocked && !usr1_blocked);
 
 	/* Under uffd no SIGSEGV goes through ucow: the program gets it. */
 	CHECK(global_stats().foreign_faults ==
