@@ -151,7 +151,8 @@ UCOW_API int ucow_is_snapshot(const ucow_region *r);
  * -EINVAL (the range runs past the region's end), -ENOMEM (no frame left),
  * -ENOSPC or -EFBIG (the frame store's memfd could not take the copy: its
  * file system is full, or the process's file size limit is reached); on
- * an error, the pages before the failing one are unshared already.
+ * an error, the pages before the failing one are unshared already, and a
+ * call made again once memory is back finishes the job.
  * Asynchronous signals are held back on the calling thread while pages are
  * copied (a handler that wrote one of them would wait for the copy).
  */

@@ -367,7 +367,9 @@ int ucow_unshare(void *addr, size_t len)
 			break;
 		}
 		size_t i = (a - r->base) >> os_page_shift;
-		if (!(pte_read(&r->pt, i) & PTE_WRITE))
+		/* After a failed make_writable a page the table calls writable
+		 * may still be protected: do_wp_page makes it writable again. */
+		if (!(pte_read(&r->pt, i) & PTE_WRITE) || LOAD(&r->wp_unsure))
 			err = do_wp_page(r, i, false);
 		region_fault_exit(r);
 	}

@@ -362,6 +362,34 @@ static int table_commit_failure_keeps_homes_apart(void)
 	return 0;
 }
 
+/*
+ * ucow_unshare after a make_writable failed on the same page: the table says
+ * writable, the kernel still protects the page. Unshare must make it
+ * writable, not skip it, or read(2) into it still fails with EFAULT.
+ */
+static int unshare_after_a_failed_make_writable(void)
+{
+	CHECK(setenv("UCOW_FAILPOINT_WRITABLE", "1", 1) == 0);
+	ucow_region *src = make_filled(1, 1, 62);
+	CHECK(src != NULL);
+	ucow_region *snap = ucow_snapshot(src);
+	CHECK(snap != NULL);
+	char *p = ucow_base(src);
+	CHECK(ucow_unshare(p, page_size()) == -ENOMEM);
+	CHECK(ucow_unshare(p, page_size()) == 0);
+	int fds[2];
+	CHECK(pipe(fds) == 0);
+	CHECK(write(fds[1], "zzzzzzzzzzzzzzzz", 16) == 16);
+	CHECK(read(fds[0], p, 16) == 16 && p[0] == 'z' && p[15] == 'z');
+	close(fds[0]);
+	close(fds[1]);
+	CHECK(pages_match(ucow_base(snap), 0, 1, 62));
+	ucow_destroy(snap);
+	ucow_destroy(src);
+	CHECK(global_stats().frames == 0 && global_stats().mappings == 0);
+	return 0;
+}
+
 static void destroy_three(ucow_region *a, ucow_region *b, ucow_region *c)
 {
 	ucow_destroy(a);
@@ -623,6 +651,8 @@ const struct child_scenario failure_scenarios[] = {
 	{"keep-gives-way-near-the-budget", keep_gives_way_near_the_budget},
 	{"table-commit-failure-keeps-homes-apart",
 	 table_commit_failure_keeps_homes_apart},
+	{"unshare-after-a-failed-make-writable",
+	 unshare_after_a_failed_make_writable},
 	{NULL, NULL},
 };
 
@@ -705,6 +735,12 @@ static void test_table_commit_failure_keeps_homes_apart(void)
 		run_scenario("table-commit-failure-keeps-homes-apart"), 0));
 }
 
+static void test_unshare_after_a_failed_make_writable(void)
+{
+	CU_ASSERT(CHILD_EXITED(
+		run_scenario("unshare-after-a-failed-make-writable"), 0));
+}
+
 static void test_keep_gives_way_near_the_budget(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_scenario("keep-gives-way-near-the-budget"), 0));
@@ -733,6 +769,7 @@ void add_failure_suite(void)
 		TEST(test_map_budget_out_of_range_is_ignored),
 		TEST(test_keep_gives_way_near_the_budget),
 		TEST(test_table_commit_failure_keeps_homes_apart),
+		TEST(test_unshare_after_a_failed_make_writable),
 		{NULL, NULL},
 	};
 	add_suite("failure", tests);
