@@ -274,7 +274,10 @@ UCOW_API int ucow_set_backend(const char *name);
  * first from the handler with the faulting address (siginfo->si_addr).
  * Returns 1 if ucow resolved the fault (return from the handler: the access
  * is retried), 0 if it is not ucow's (handle it as you would).
- * Async-signal-safe.
+ * Async-signal-safe. The fault is served with the handler's signal mask:
+ * include in its sa_mask every signal whose handler may write a region, or
+ * such a handler, run in the middle of the fault, faults with SIGSEGV
+ * blocked (and the process dies).
  */
 UCOW_API int ucow_handle_fault(void *addr);
 

@@ -129,6 +129,8 @@ void frame_store_forget(void)
 	list_clear(&free_list);
 	list_clear(&retired);
 	frames.frames_in_use = 0;
+	frames.faults = 0;
+	frames.foreign_faults = 0;
 }
 
 static void free_extent(struct extent e)

@@ -482,6 +482,9 @@ void region_atfork_child(void)
 			os_map_none((void *)r->base, r->va_size);
 			STORE(&r->state, REGION_ORPHAN);
 		}
+		/* Faults other threads of the parent were serving at fork()
+		 * never end here: a slot used again must not wait for them. */
+		STORE(&r->active, 0);
 	}
 	os_discard(chunk_owner, NCHUNKS * sizeof *chunk_owner);
 	STORE(&live_regions, 0);

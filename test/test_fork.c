@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -189,6 +190,7 @@ static void child_counts_nothing_of_the_parent(void *unused)
 	(void)unused;
 	struct ucow_global_stats g = global_stats();
 	CHECK(g.regions == 0 && g.frames == 0 && g.mappings == 0);
+	CHECK(g.faults == 0 && g.foreign_faults == 0);
 	ucow_region *r = make_filled(PAGES, PAGES, 11);
 	CHECK(r != NULL && global_stats().mappings == stats_of(r).mappings);
 	ucow_destroy(r);
@@ -204,6 +206,98 @@ static void test_child_counts_nothing_of_the_parent(void)
 	CU_ASSERT(CHILD_EXITED(
 		run_in_child(child_counts_nothing_of_the_parent, NULL), 0));
 	destroy_family(f);
+}
+
+/*
+ * fork() while another thread is inside a fault: the child never sees that
+ * fault end, and a slot it frees and gets again must not wait for it.
+ */
+struct busy_clone {
+	ucow_region *src, *clone;
+	size_t pages;
+	int stop;
+};
+
+static void *write_clone_at_random(void *arg)
+{
+	struct busy_clone *b = arg;
+	unsigned seed = 1;
+	char *p = ucow_base(b->clone);
+	for (unsigned k = 0; !__atomic_load_n(&b->stop, __ATOMIC_RELAXED); k++) {
+		p[(size_t)rand_r(&seed) % b->pages * page_size()] = 1;
+		if (k % 64 == 63)
+			CHECK(ucow_revert(b->clone, b->src) == 0);
+	}
+	return NULL;
+}
+
+static int snapshot_done;
+
+static void *snapshot_and_drop(void *arg)
+{
+	ucow_region *s = ucow_snapshot(arg);
+	CHECK(s != NULL);
+	ucow_destroy(s);
+	__atomic_store_n(&snapshot_done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* In the child: free the inherited clone's slot, take it again (slots are
+ * handed out in rotation), and snapshot the new region within 5 s. */
+static void reuse_the_slot(ucow_region *inherited)
+{
+	ucow_destroy(inherited);
+	ucow_region *r = NULL;
+	for (int k = 0; k < 100000 && r != inherited; k++) {
+		if (r)
+			ucow_destroy(r);
+		CHECK((r = ucow_create(page_size())) != NULL);
+	}
+	CHECK(r == inherited);
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, snapshot_and_drop, r) == 0);
+	for (int ms = 0; ms < 5000; ms++) {
+		if (__atomic_load_n(&snapshot_done, __ATOMIC_ACQUIRE))
+			break;
+		usleep(1000);
+	}
+	CHECK(__atomic_load_n(&snapshot_done, __ATOMIC_ACQUIRE));
+	CHECK(pthread_join(t, NULL) == 0);
+	ucow_destroy(r);
+}
+
+static void forks_during_faults(void *unused)
+{
+	(void)unused;
+	enum { FAULT_PAGES = 1024 };
+	unsigned rounds = sanitizer_is("valgrind") ? 1 : 8;
+	struct busy_clone b = {make_filled(FAULT_PAGES, FAULT_PAGES, 14), NULL,
+			       FAULT_PAGES, 0};
+	CHECK(b.src != NULL && (b.clone = ucow_clone(b.src)) != NULL);
+	pthread_t writer;
+	CHECK(pthread_create(&writer, NULL, write_clone_at_random, &b) == 0);
+	usleep(10000);
+	for (unsigned k = 0; k < rounds; k++) {
+		fflush(stdout);
+		pid_t pid = fork();
+		CHECK(pid >= 0);
+		if (pid == 0) {
+			reuse_the_slot(b.clone);
+			_exit(0);
+		}
+		int st = 0;
+		CHECK(waitpid(pid, &st, 0) == pid);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	__atomic_store_n(&b.stop, 1, __ATOMIC_RELAXED);
+	CHECK(pthread_join(writer, NULL) == 0);
+	ucow_destroy(b.clone);
+	ucow_destroy(b.src);
+}
+
+static void test_fork_during_faults_leaves_no_fault_behind(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_in_child(forks_during_faults, NULL), 0));
 }
 
 struct forker {
@@ -339,6 +433,7 @@ void add_fork_suite(void)
 		TEST(test_frame_store_is_close_on_exec),
 		TEST(test_child_counts_nothing_of_the_parent),
 		TEST(test_threads_forking_keep_their_signal_masks),
+		TEST(test_fork_during_faults_leaves_no_fault_behind),
 		{ NULL, NULL },
 	};
 	add_suite("fork", tests);
