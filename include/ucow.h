@@ -199,9 +199,10 @@ struct ucow_stats {
 	uint64_t coalesced;    /* pages made private by coalescing (see below) */
 	uint64_t fault_around; /* pages copied (or kept) ahead of a sequential
 				  writer: a fault at the page after the
-				  previous fault's last serves up to 16 pages
-				  that need the same work (shared, or never
-				  written) */
+				  previous fault's last serves 16 pages that
+				  need the same work (shared, or never
+				  written), then twice the previous run while
+				  the writer stays in sequence, up to 64 */
 	size_t mappings;       /* kernel mappings (VMAs) the region uses, estimated */
 	size_t metadata_bytes; /* bytes of the region's page table */
 };

@@ -41,6 +41,7 @@
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define STORE_RELAXED(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
 #define SUB(p, v) __atomic_sub_fetch((p), (v), __ATOMIC_SEQ_CST)
 #define COUNT(p) __atomic_add_fetch((p), 1, __ATOMIC_RELAXED)
@@ -320,6 +321,7 @@ struct ucow_region {
 	uint64_t coalesced;     /* pages made private by coalescing */
 	uint64_t fault_around;  /* pages copied ahead by sequential faults */
 	size_t next_fault;      /* page after the last fault served */
+	size_t last_run;        /* pages the last fault served */
 };
 
 #define REGION_CHUNK_SHIFT 21 /* regions own whole 2 MiB chunks of VA */
@@ -438,8 +440,14 @@ void rehome_commit(ucow_region *src, frame_t home);
 
 /* ---- memory.c ----------------------------------------------------------- */
 
-/* Pages one fault may copy when a writer moves in sequence. */
+/*
+ * Pages one fault may serve when a writer moves in sequence: FAULT_AROUND at
+ * the first fault that follows the last one, then twice the previous run for
+ * as long as the writer keeps in sequence, up to FAULT_AROUND_MAX (the
+ * kernel's readahead grows its window the same way).
+ */
 #define FAULT_AROUND 16
+#define FAULT_AROUND_MAX 64
 
 /*
  * Locks the pages after page i (locked) that one fault may serve with it,

@@ -73,9 +73,12 @@ static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 /*
  * Fault-around: a writer that moves in sequence (this fault is at the page
  * after the last one served) gets the following pages served in the same
- * fault, as the kernel maps a run of pages around a read fault. Only pages
- * that need the same work as page i join (`joins` says, and locks what else
- * it needs); the run stops at a page another fault holds.
+ * fault, as the kernel maps a run of pages around a read fault. The run
+ * doubles while the writer stays in sequence and served full runs, so a long
+ * sequential write pays a fault per 64 pages, and a short one copies at most
+ * 16 pages it did not write. Only pages that need the same work as page i
+ * join (`joins` says, and locks what else it needs); the run stops at a page
+ * another fault holds.
  */
 size_t fault_around_lock(ucow_region *r, size_t i,
 			 bool (*joins)(void *ctx, size_t j, pte_t pte),
@@ -84,7 +87,10 @@ size_t fault_around_lock(ucow_region *r, size_t i,
 	size_t n = 1;
 	if (i == 0 || LOAD_RELAXED(&r->next_fault) != i)
 		return 1;
-	while (n < FAULT_AROUND && i + n < r->npages) {
+	size_t want = 2 * LOAD_RELAXED(&r->last_run);
+	want = want < FAULT_AROUND ? FAULT_AROUND
+	       : want > FAULT_AROUND_MAX ? FAULT_AROUND_MAX : want;
+	while (n < want && i + n < r->npages) {
 		pte_t pte;
 		if (!pte_trylock(&r->pt, i + n, &pte))
 			break;
@@ -178,6 +184,7 @@ int fault_finish(ucow_region *r, size_t i, size_t n, bool copied, long before,
 			pte_update_locked(&r->pt, k, f | PTE_WRITE);
 		}
 		vma_account(r, vma_window(r, i, i + n) - before);
+		STORE_RELAXED(&r->last_run, n);
 		STORE(&r->next_fault, i + n);
 	}
 	unlock_run(r, i, i + n);

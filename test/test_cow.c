@@ -364,6 +364,26 @@ static void test_ascending_writes_copy_ahead(void)
 	ucow_destroy(src);
 }
 
+/* A writer that stays in sequence gets runs that double, up to 64 pages:
+ * faults at pages 0, 1, 17, 49, 113 and 177 serve 1, 16, 32, 64, 64 and
+ * the last 23 of 200 pages. */
+static void test_long_ascending_writes_double_the_run(void)
+{
+	enum { N = 200 };
+	ucow_region *src = make_filled(N, N, 25);
+	ucow_region *c = ucow_clone(src);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	for (size_t p = 0; p < N; p++)
+		page_of(c, p)[0] = 1;
+	struct ucow_stats s = stats_of(c);
+	CU_ASSERT_EQUAL(s.cow_copies, 6);
+	CU_ASSERT_EQUAL(s.fault_around, N - 6);
+	CU_ASSERT_EQUAL(s.private_pages, N);
+	CU_ASSERT(pages_match(ucow_base(src), 0, N, 25));
+	ucow_destroy(c);
+	ucow_destroy(src);
+}
+
 /* The run stops where the next page needs other work (a zero page here). */
 static void test_fault_around_stops_at_other_kind(void)
 {
@@ -426,6 +446,7 @@ void add_cow_suite(void)
 		TEST(test_read_into_shared_page_without_unshare),
 		TEST(test_frames_are_given_back),
 		TEST(test_ascending_writes_copy_ahead),
+		TEST(test_long_ascending_writes_double_the_run),
 		TEST(test_fault_around_stops_at_other_kind),
 		TEST(test_descending_writes_copy_only_what_they_write),
 		TEST(test_unshare_copies_no_more_than_asked),
