@@ -170,4 +170,5 @@ const struct backend signal_backend = {
 	/* mprotect passes over a mapping that is read-only already. */
 	.wp_gap = 512,
 	.wp_splits = true,
+	.plain_zero = true,
 };

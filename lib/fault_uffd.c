@@ -395,4 +395,5 @@ const struct backend uffd_backend = {
 	/* UFFDIO_WRITEPROTECT walks every pte in its range: runs only. */
 	.wp_gap = 0,
 	.wp_splits = false,
+	.plain_zero = false,
 };

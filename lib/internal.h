@@ -539,6 +539,9 @@ struct backend {
 	/* Whether a page's protection splits kernel mappings (mprotect does;
 	 * userfaultfd's write-protect marks ptes only). */
 	bool wp_splits;
+	/* Whether zero pages are plain read-only zeros, as past a region's end
+	 * (userfaultfd's are registered with it). */
+	bool plain_zero;
 };
 
 extern const struct backend *ucow_backend_ops;

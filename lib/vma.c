@@ -60,6 +60,24 @@ static bool vma_joins(pte_t a, pte_t b)
 				(a & PTE_WRITE) == (b & PTE_WRITE));
 }
 
+/*
+ * Past its last page, a region's 2 MiB chunk holds plain read-only zeros
+ * (region.c): one more mapping, unless the last page is plain zeros too (a
+ * zero page of a snapshot, or of any region under a backend whose zero pages
+ * are plain; userfaultfd's are registered, and never merge with it).
+ */
+static bool joins_tail(const ucow_region *r, pte_t last)
+{
+	return r->va_size == r->size ||
+	       (pte_frame(last) == FRAME_NONE &&
+		(r->readonly || ucow_backend_ops->plain_zero));
+}
+
+static long tail_boundary(const ucow_region *r, pte_t last)
+{
+	return joins_tail(r, last) ? 0 : 1;
+}
+
 /* Mapping boundaries around page i if it held `mid` (lock bits ignored). */
 static long boundaries_at(const ucow_region *r, size_t i, pte_t mid)
 {
@@ -68,6 +86,8 @@ static long boundaries_at(const ucow_region *r, size_t i, pte_t mid)
 		n++;
 	if (i + 1 < r->npages && !vma_joins(mid, pte_read(&r->pt, i + 1)))
 		n++;
+	if (i + 1 == r->npages)
+		n += tail_boundary(r, mid);
 	return n;
 }
 
@@ -84,6 +104,8 @@ long vma_window(const ucow_region *r, size_t lo, size_t hi)
 	for (size_t i = from; i < to; i++)
 		if (!vma_joins(pte_read(&r->pt, i), pte_read(&r->pt, i + 1)))
 			n++;
+	if (hi >= r->npages)
+		n += tail_boundary(r, pte_read(&r->pt, r->npages - 1));
 	return n;
 }
 
@@ -190,7 +212,7 @@ static long count_leaf(const ucow_region *r, size_t leaf)
 void vma_recount(ucow_region *r)
 {
 	const struct pgtable *pt = &r->pt;
-	long n = 1;
+	long n = 1 + tail_boundary(r, pte_read(pt, r->npages - 1));
 	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
 	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1))
 		n += count_leaf(r, l);

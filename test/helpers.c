@@ -300,7 +300,9 @@ long mappings_in(const void *addr, size_t len)
 	FILE *f = fopen("/proc/self/maps", "r");
 	if (!f)
 		return -1;
+	const size_t chunk = (size_t)2 << 20;
 	uintptr_t a = (uintptr_t)addr;
+	len = (len + chunk - 1) & ~(chunk - 1);
 	unsigned long lo, hi;
 	long n = 0;
 	char line[512];

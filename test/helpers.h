@@ -120,7 +120,8 @@ bool stats_equal(const struct ucow_stats *a, const struct ucow_stats *b);
 
 /* Permissions ("rw-p", ...) of the mapping holding addr in /proc/self/maps. */
 bool mapping_perms(const void *addr, char perms[5]);
-/* Kernel mappings that hold part of [addr, addr + len), or -1. */
+/* Kernel mappings that hold part of the region of len bytes at addr, or -1:
+ * its pages and the zeros past them to the end of its last 2 MiB chunk. */
 long mappings_in(const void *addr, size_t len);
 /* Inode of the file mapped at addr (0: anonymous memory), or -1. */
 long mapping_inode(const void *addr);

@@ -297,6 +297,8 @@ static void forks_during_faults(void *unused)
 
 static void test_fork_during_faults_leaves_no_fault_behind(void)
 {
+	SKIP_UNDER("tsan", "TSan cannot start a thread in the child of a "
+			   "process that forked with threads running");
 	CU_ASSERT(CHILD_EXITED(run_in_child(forks_during_faults, NULL), 0));
 }
 

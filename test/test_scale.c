@@ -162,6 +162,47 @@ static void test_mapping_estimate_matches_the_kernel(void)
 	ucow_destroy(probe);
 }
 
+/*
+ * The zeros past a small region's pages, to the end of its 2 MiB chunk, are
+ * a mapping of their own whenever the last page is not plain zeros (it maps
+ * a frame; or, under uffd, always): the estimate counts it, before and after
+ * the last page is written, in the region, its clone and its snapshot.
+ */
+static void check_estimate(ucow_region *r)
+{
+	CU_ASSERT_EQUAL((long)stats_of(r).mappings,
+			mappings_in(ucow_base(r), ucow_size(r)));
+}
+
+static void test_mapping_estimate_counts_the_zeros_past_the_end(void)
+{
+	enum { P = 3 };
+	ucow_region *r = ucow_create(P * page_size());
+	CU_ASSERT_FATAL(r != NULL);
+	check_estimate(r);
+	page_of(r, 0)[0] = 1;
+	check_estimate(r);
+	page_of(r, P - 1)[0] = 1;
+	check_estimate(r);
+	ucow_region *c = ucow_clone(r), *s = ucow_snapshot(r);
+	CU_ASSERT_FATAL(c != NULL && s != NULL);
+	check_estimate(c);
+	check_estimate(s);
+	page_of(c, P - 1)[0] = 2;
+	check_estimate(c);
+	CU_ASSERT_EQUAL(ucow_revert(c, s), 0);
+	check_estimate(c);
+	ucow_destroy(s);
+	ucow_destroy(c);
+	ucow_destroy(r);
+	/* A region that fills its chunks has nothing past its end. */
+	r = ucow_create((size_t)2 << 20);
+	CU_ASSERT_FATAL(r != NULL);
+	page_of(r, ((size_t)2 << 20) / page_size() - 1)[0] = 1;
+	check_estimate(r);
+	ucow_destroy(r);
+}
+
 /* Issue 4.2: a 64 GiB region and a clone, lightly used, cost little. */
 static void test_huge_sparse_region_costs_what_is_used(void)
 {
@@ -290,6 +331,7 @@ void add_scale_suite(void)
 	static const struct test_case tests[] = {
 		TEST(test_scattered_writes_stay_under_mapping_budget),
 		TEST(test_mapping_estimate_matches_the_kernel),
+		TEST(test_mapping_estimate_counts_the_zeros_past_the_end),
 		TEST(test_huge_sparse_region_costs_what_is_used),
 		TEST(test_reading_zero_pages_costs_nothing),
 		TEST(test_many_regions_with_clones),
