@@ -362,11 +362,33 @@ static int uffd_protect_new(void *addr, size_t size, bool live, int err)
 	return err ? uffd_map_failed(addr, size, err) : 0;
 }
 
+/*
+ * The kernel gives a never-touched page that is written an anonymous page,
+ * and its mapping an anon_vma, before it reports the write; mappings with
+ * different anon_vmas never merge again, so zero pages that become
+ * neighbours later would stay apart, unseen by the mapping estimate.
+ * - A new region's mapping gets its anon_vma at once (a write, undone),
+ *   before any split: every piece split from it shares that one.
+ * - Zero pages mapped into a live region (a revert to zeros, a restore)
+ *   cannot be written first: they map the kernel's zero page instead (a
+ *   read of each), so that a write is reported at once, as for any
+ *   protected page, and takes no anon_vma.
+ */
+static void give_anon_vma(void *addr)
+{
+	*(volatile char *)addr = 0;
+	os_discard(addr, os_page_size);
+}
+
 /* Zero pages: anonymous memory, writable for the MMU, protected by uffd. */
 static int uffd_map_zero(void *addr, size_t size, bool live)
 {
-	return uffd_protect_new(addr, size, live,
-				os_map_anon(addr, size, !live));
+	int err = os_map_anon(addr, size, !live);
+	if (!err && !live)
+		give_anon_vma(addr);
+	else if (!err)
+		os_populate_read(addr, size);
+	return uffd_protect_new(addr, size, live, err);
 }
 
 /* A writable copy needs no protection, only the registration. */

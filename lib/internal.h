@@ -77,6 +77,9 @@ void os_discard(void *addr, size_t size);
 /* Replaces the range by anonymous memory: read-only zeros, or no access. */
 int os_map_zero(void *addr, size_t size);
 int os_map_none(void *addr, size_t size);
+/* Maps what a read would (the kernel's zero page, for untouched anonymous
+ * memory), now; best effort. */
+void os_populate_read(void *addr, size_t size);
 /* Private anonymous memory (the userfaultfd backend protects it itself). */
 int os_map_anon(void *addr, size_t size, bool writable);
 /* Maps frames [off, off + size) of the memfd at addr, shared. */

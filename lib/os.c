@@ -126,6 +126,15 @@ int os_map_anon(void *addr, size_t size, bool writable)
 			-1, 0);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+void os_populate_read(void *addr, size_t size)
+{
+	syscall(SYS_madvise, addr, size, MADV_POPULATE_READ);
+}
+
 int os_map_none(void *addr, size_t size)
 {
 	return sys_mmap(addr, size, PROT_NONE,

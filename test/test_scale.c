@@ -203,6 +203,34 @@ static void test_mapping_estimate_counts_the_zeros_past_the_end(void)
 	ucow_destroy(r);
 }
 
+/*
+ * Zero pages that become neighbours again merge again, in the kernel as in
+ * the estimate: a clone whose pages, written between its source's, all go
+ * back to zeros is one mapping. Under uffd each first write of a zero page
+ * gives its mapping an anon_vma, and mappings with different ones never
+ * merge: the estimate said 1 where the kernel had one mapping per seam.
+ */
+static void test_zero_pages_merge_again_after_a_revert(void)
+{
+	enum { P = 1024, K = 32 };
+	size_t ps = page_size();
+	ucow_region *zero = ucow_create(P * ps), *src = ucow_create(P * ps);
+	CU_ASSERT_FATAL(zero != NULL && src != NULL);
+	for (size_t k = 0; k < K; k++)
+		page_of(src, k * (P / K))[0] = 1;
+	ucow_region *c = ucow_clone(src);
+	CU_ASSERT_FATAL(c != NULL);
+	for (size_t k = 0; k < K; k++)
+		page_of(c, k * (P / K) + P / K / 2)[0] = 2;
+	check_estimate(c);
+	CU_ASSERT_EQUAL(ucow_revert(c, zero), 0);
+	check_estimate(c);
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(c), P * ps), 1);
+	ucow_destroy(c);
+	ucow_destroy(src);
+	ucow_destroy(zero);
+}
+
 /* Issue 4.2: a 64 GiB region and a clone, lightly used, cost little. */
 static void test_huge_sparse_region_costs_what_is_used(void)
 {
@@ -332,6 +360,7 @@ void add_scale_suite(void)
 		TEST(test_scattered_writes_stay_under_mapping_budget),
 		TEST(test_mapping_estimate_matches_the_kernel),
 		TEST(test_mapping_estimate_counts_the_zeros_past_the_end),
+		TEST(test_zero_pages_merge_again_after_a_revert),
 		TEST(test_huge_sparse_region_costs_what_is_used),
 		TEST(test_reading_zero_pages_costs_nothing),
 		TEST(test_many_regions_with_clones),
