@@ -152,6 +152,11 @@ static int signal_map_zero(void *addr, size_t size, bool live)
 	return os_map_zero(addr, size);
 }
 
+static int signal_map_region(void *addr, size_t size)
+{
+	return os_map_zero(addr, size);
+}
+
 static int signal_map_frame(void *addr, size_t size, uint64_t off,
 			    bool writable, bool live)
 {
@@ -163,6 +168,7 @@ const struct backend signal_backend = {
 	.name = "sigsegv",
 	.init = signal_init,
 	.atfork_child = NULL,
+	.map_region = signal_map_region,
 	.map_zero = signal_map_zero,
 	.map_frame = signal_map_frame,
 	.wrprotect = signal_wrprotect,

@@ -366,13 +366,15 @@ static int uffd_protect_new(void *addr, size_t size, bool live, int err)
  * The kernel gives a never-touched page that is written an anonymous page,
  * and its mapping an anon_vma, before it reports the write; mappings with
  * different anon_vmas never merge again, so zero pages that become
- * neighbours later would stay apart, unseen by the mapping estimate.
- * - A new region's mapping gets its anon_vma at once (a write, undone),
- *   before any split: every piece split from it shares that one.
- * - Zero pages mapped into a live region (a revert to zeros, a restore)
- *   cannot be written first: they map the kernel's zero page instead (a
- *   read of each), so that a write is reported at once, as for any
- *   protected page, and takes no anon_vma.
+ * neighbours later would stay apart, unseen by the mapping estimate. Only a
+ * new region's mapping may take an anon_vma of its own: it gets it at once
+ * (a write, undone), before any split, so every piece split from it shares
+ * that one. Any later mapping of zero pages, whether the region is live (a
+ * revert to zeros, a restore) or still being made (a copy's zeros mapped
+ * over its backdrop), starts with none and must never take its own: it
+ * maps the kernel's zero page (a read of each), so that a write is reported
+ * at once, as for any protected page, and takes none; it gets the region's
+ * when it merges with a neighbour that has it.
  */
 static void give_anon_vma(void *addr)
 {
@@ -380,13 +382,20 @@ static void give_anon_vma(void *addr)
 	os_discard(addr, os_page_size);
 }
 
-/* Zero pages: anonymous memory, writable for the MMU, protected by uffd. */
+/* A new region's pages: anonymous memory, writable, protected by uffd. */
+static int uffd_map_region(void *addr, size_t size)
+{
+	int err = os_map_anon(addr, size, true);
+	if (!err)
+		give_anon_vma(addr);
+	return uffd_protect_new(addr, size, false, err);
+}
+
+/* Zero pages mapped into an existing region: the kernel's zero page. */
 static int uffd_map_zero(void *addr, size_t size, bool live)
 {
 	int err = os_map_anon(addr, size, !live);
-	if (!err && !live)
-		give_anon_vma(addr);
-	else if (!err)
+	if (!err)
 		os_populate_read(addr, size);
 	return uffd_protect_new(addr, size, live, err);
 }
@@ -410,6 +419,7 @@ const struct backend uffd_backend = {
 	.busy = uffd_busy,
 	.idle = uffd_idle,
 	.atfork_child = uffd_atfork_child,
+	.map_region = uffd_map_region,
 	.map_zero = uffd_map_zero,
 	.map_frame = uffd_map_frame,
 	.wrprotect = uffd_wrprotect,

@@ -530,6 +530,9 @@ struct backend {
 	 * being made).
 	 */
 	int (*map_zero)(void *addr, size_t size, bool live);
+	/* A new region's pages, all zeros, before anything else is mapped in
+	 * it (map_zero maps zero pages into a region that has a mapping). */
+	int (*map_region)(void *addr, size_t size);
 	int (*map_frame)(void *addr, size_t size, uint64_t off, bool writable,
 			 bool live);
 	int (*wrprotect)(void *addr, size_t size);

@@ -135,7 +135,7 @@ static int region_map(ucow_region *r)
 	 * fault no one serves.
 	 */
 	int err = r->readonly ? os_map_zero(va, r->va_size)
-			      : ucow_backend_ops->map_zero(va, r->size, false);
+			      : ucow_backend_ops->map_region(va, r->size);
 	if (!err && !r->readonly && r->va_size > r->size)
 		err = os_map_zero((char *)va + r->size, r->va_size - r->size);
 	if (err)

@@ -231,6 +231,35 @@ static void test_zero_pages_merge_again_after_a_revert(void)
 	ucow_destroy(zero);
 }
 
+/*
+ * The same once a copy mapped zero pages over its backdrop: under uffd they
+ * took an anon_vma of their own (the region was not live yet), and after a
+ * revert to zeros they stayed apart from the zeros around them.
+ */
+static void test_zeros_under_a_backdrop_merge_again(void)
+{
+	enum { P = 64 };
+	size_t ps = page_size();
+	ucow_region *zero = ucow_create(P * ps), *src = ucow_create(P * ps);
+	CU_ASSERT_FATAL(zero != NULL && src != NULL);
+	for (size_t i = 2; i < 13; i++)
+		page_of(src, i)[0] = 1;
+	for (size_t i = 38; i < 59; i++)
+		page_of(src, i)[0] = 1;
+	ucow_region *first = ucow_clone(src); /* src takes a new home */
+	CU_ASSERT_FATAL(first != NULL);
+	page_of(src, 39)[0] = 2; /* one frame at another distance */
+	ucow_region *c = ucow_clone(src); /* backdrop [2, 59), zeros over it */
+	CU_ASSERT_FATAL(c != NULL);
+	check_estimate(c);
+	CU_ASSERT_EQUAL(ucow_revert(c, zero), 0);
+	check_estimate(c);
+	ucow_destroy(c);
+	ucow_destroy(first);
+	ucow_destroy(src);
+	ucow_destroy(zero);
+}
+
 /* Issue 4.2: a 64 GiB region and a clone, lightly used, cost little. */
 static void test_huge_sparse_region_costs_what_is_used(void)
 {
@@ -361,6 +390,7 @@ void add_scale_suite(void)
 		TEST(test_mapping_estimate_matches_the_kernel),
 		TEST(test_mapping_estimate_counts_the_zeros_past_the_end),
 		TEST(test_zero_pages_merge_again_after_a_revert),
+		TEST(test_zeros_under_a_backdrop_merge_again),
 		TEST(test_huge_sparse_region_costs_what_is_used),
 		TEST(test_reading_zero_pages_costs_nothing),
 		TEST(test_many_regions_with_clones),
