@@ -310,18 +310,25 @@ static void *usr1_kicker(void *arg)
 	return NULL;
 }
 
+/* Installs usr1_writer for k->sig and starts sending it to k->victim. */
+static pthread_t start_kicks(struct kick *k)
+{
+	struct sigaction sa = {.sa_handler = usr1_writer, .sa_flags = SA_RESTART};
+	CHECK(sigaction(k->sig, &sa, NULL) == 0);
+	pthread_t kicker;
+	CHECK(pthread_create(&kicker, NULL, usr1_kicker, k) == 0);
+	return kicker;
+}
+
 static void unshare_under_signals_scenario(void *unused)
 {
 	(void)unused;
 	alarm(60); /* a deadlock fails the test within a minute */
 	size_t ps = page_size();
-	struct sigaction sa = {.sa_handler = usr1_writer, .sa_flags = SA_RESTART};
-	CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
 	ucow_region *src = make_filled(UNSHARE_PAGES, UNSHARE_PAGES, 4);
 	CHECK(src != NULL);
 	struct kick kick = {pthread_self(), SIGUSR1};
-	pthread_t kicker;
-	CHECK(pthread_create(&kicker, NULL, usr1_kicker, &kick) == 0);
+	pthread_t kicker = start_kicks(&kick);
 	for (int round = 0; round < UNSHARE_ROUNDS; round++) {
 		ucow_region *c = ucow_clone(src);
 		CHECK(c != NULL);
@@ -361,14 +368,11 @@ static int fault_under_realtime_signals(void)
 	alarm(60);
 	unsigned rounds = sanitizer_is("valgrind") ? 20 : 300;
 	size_t ps = page_size();
-	struct sigaction sa = {.sa_handler = usr1_writer, .sa_flags = SA_RESTART};
-	CHECK(sigaction(SIGRTMIN, &sa, NULL) == 0);
 	ucow_region *src = make_filled(UNSHARE_PAGES, UNSHARE_PAGES, 5);
 	CHECK(src != NULL);
 	char *b = ucow_base(src);
 	struct kick kick = {pthread_self(), SIGRTMIN};
-	pthread_t kicker;
-	CHECK(pthread_create(&kicker, NULL, usr1_kicker, &kick) == 0);
+	pthread_t kicker = start_kicks(&kick);
 	/* Signals held back by a snapshot arrive as it returns: the faults of
 	 * a round, one after another, outlast the kicker's gap. Descending,
 	 * so that each page is a fault of its own (no fault-around). */
