@@ -371,15 +371,24 @@ static int uffd_protect_new(void *addr, size_t size, bool live, int err)
  * (a write, undone), before any split, so every piece split from it shares
  * that one. Any later mapping of zero pages, whether the region is live (a
  * revert to zeros, a restore) or still being made (a copy's zeros mapped
- * over its backdrop), starts with none and must never take its own: it
- * maps the kernel's zero page (a read of each), so that a write is reported
- * at once, as for any protected page, and takes none; it gets the region's
- * when it merges with a neighbour that has it.
+ * over its backdrop), starts with none and should never take its own: it
+ * maps the kernel's zero page (a read of each; not for large runs, see
+ * uffd_map_zero), so that a write is reported at once, as for any protected
+ * page, and takes none; it gets the region's when it merges with a
+ * neighbour that has it.
  */
-static void give_anon_vma(void *addr)
+/* Huge pages (THP) of x86-64 and arm64 with 4 KiB pages. */
+#define THP_SIZE ((size_t)2 << 20)
+/* Zero runs up to this size map the zero page (below one huge page, so
+ * never the huge zero page, which would give the mapping an anon_vma). */
+#define POPULATE_MAX ((size_t)1 << 20)
+
+static void give_anon_vma(void *addr, size_t size)
 {
 	*(volatile char *)addr = 0;
-	os_discard(addr, os_page_size);
+	/* Under THP=always the write took a whole huge page (regions start on
+	 * 2 MiB boundaries): give all of it back, not one page of it. */
+	os_discard(addr, size < THP_SIZE ? size : THP_SIZE);
 }
 
 /* A new region's pages: anonymous memory, writable, protected by uffd. */
@@ -387,15 +396,20 @@ static int uffd_map_region(void *addr, size_t size)
 {
 	int err = os_map_anon(addr, size, true);
 	if (!err)
-		give_anon_vma(addr);
+		give_anon_vma(addr, size);
 	return uffd_protect_new(addr, size, false, err);
 }
 
-/* Zero pages mapped into an existing region: the kernel's zero page. */
+/*
+ * Zero pages mapped into an existing region: the kernel's zero page, one
+ * fault per page. Past POPULATE_MAX they are left as they are (a large hole
+ * under a copy's backdrop took seconds to fill at 64 GiB): a write there
+ * may leave a mapping the estimate does not count.
+ */
 static int uffd_map_zero(void *addr, size_t size, bool live)
 {
 	int err = os_map_anon(addr, size, !live);
-	if (!err)
+	if (!err && size <= POPULATE_MAX)
 		os_populate_read(addr, size);
 	return uffd_protect_new(addr, size, live, err);
 }
