@@ -362,6 +362,12 @@ static int uffd_protect_new(void *addr, size_t size, bool live, int err)
 	return err ? uffd_map_failed(addr, size, err) : 0;
 }
 
+/* Huge pages (THP) of x86-64 and arm64 with 4 KiB pages. */
+#define THP_SIZE ((size_t)2 << 20)
+/* Zero runs up to this size map the zero page (below one huge page, so
+ * never the huge zero page, which would give the mapping an anon_vma). */
+#define POPULATE_MAX ((size_t)1 << 20)
+
 /*
  * The kernel gives a never-touched page that is written an anonymous page,
  * and its mapping an anon_vma, before it reports the write; mappings with
@@ -377,12 +383,6 @@ static int uffd_protect_new(void *addr, size_t size, bool live, int err)
  * page, and takes none; it gets the region's when it merges with a
  * neighbour that has it.
  */
-/* Huge pages (THP) of x86-64 and arm64 with 4 KiB pages. */
-#define THP_SIZE ((size_t)2 << 20)
-/* Zero runs up to this size map the zero page (below one huge page, so
- * never the huge zero page, which would give the mapping an anon_vma). */
-#define POPULATE_MAX ((size_t)1 << 20)
-
 static void give_anon_vma(void *addr, size_t size)
 {
 	*(volatile char *)addr = 0;

@@ -73,10 +73,11 @@ static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 /*
  * Fault-around: a writer that moves in sequence (this fault is at the page
  * after the last one served) gets the following pages served in the same
- * fault, as the kernel maps a run of pages around a read fault. The run
- * doubles while the writer stays in sequence and served full runs, so a long
- * sequential write pays a fault per 64 pages, and a short one copies at most
- * 16 pages it did not write. Only pages that need the same work as page i
+ * fault, as the kernel maps a run of pages around a read fault. The run is
+ * twice the previous fault's (at least FAULT_AROUND, at most
+ * FAULT_AROUND_MAX), so a long sequential write pays a fault per 64 pages,
+ * and one that stops within its first 49 pages copies at most 15 it did not
+ * write. Only pages that need the same work as page i
  * join (`joins` says, and locks what else it needs); the run stops at a page
  * another fault holds.
  */

@@ -66,16 +66,12 @@ static bool vma_joins(pte_t a, pte_t b)
  * zero page of a snapshot, or of any region under a backend whose zero pages
  * are plain; userfaultfd's are registered, and never merge with it).
  */
-static bool joins_tail(const ucow_region *r, pte_t last)
-{
-	return r->va_size == r->size ||
-	       (pte_frame(last) == FRAME_NONE &&
-		(r->readonly || ucow_backend_ops->plain_zero));
-}
-
 static long tail_boundary(const ucow_region *r, pte_t last)
 {
-	return joins_tail(r, last) ? 0 : 1;
+	bool joins = r->va_size == r->size ||
+		     (pte_frame(last) == FRAME_NONE &&
+		      (r->readonly || ucow_backend_ops->plain_zero));
+	return joins ? 0 : 1;
 }
 
 /* Mapping boundaries around page i if it held `mid` (lock bits ignored). */
