@@ -72,6 +72,8 @@ int os_table_reserve(struct os_table *t, size_t size);
 /* Makes the first `bytes` accessible: 0 or a negative errno. */
 int os_table_commit(struct os_table *t, size_t bytes);
 void os_table_release(struct os_table *t);
+/* Makes reserved pages accessible (any part of a table): 0 or -errno. */
+int os_commit(void *addr, size_t size);
 /* Gives the memory of a reserved range back; it reads as zeros again. */
 void os_discard(void *addr, size_t size);
 /* Replaces the range by anonymous memory: read-only zeros, or no access. */

@@ -84,6 +84,11 @@ int os_table_commit(struct os_table *t, size_t bytes)
 	return 0;
 }
 
+int os_commit(void *addr, size_t size)
+{
+	return mprotect(addr, size, PROT_READ | PROT_WRITE) ? -errno : 0;
+}
+
 void os_table_release(struct os_table *t)
 {
 	if (t->base)

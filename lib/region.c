@@ -29,7 +29,17 @@
 /* Slot 0 is never used, so that chunk_owner 0 means "no region". */
 static ucow_region *slots;
 static struct os_table slot_table; /* slots, accessible up to slot_limit */
+/*
+ * The slot of each 2 MiB chunk of address space: reserved whole (256 MiB)
+ * without access, and made accessible a page at a time where regions are
+ * created, so that tools which read all accessible memory (valgrind's leak
+ * check, at every exit) pass over the rest. owner_pages has a bit per table
+ * page made accessible, which the fault path tests before it reads.
+ */
+static struct os_table owner_table;
 static uint32_t *chunk_owner;
+#define OWNER_PAGES_MAX (NCHUNKS * sizeof(uint32_t) / 4096)
+static uint64_t owner_pages[OWNER_PAGES_MAX / 64];
 static uint32_t next_slot = 1;
 /*
  * Slots [1, slot_limit) are in use or in rotation. Free slots are taken in
@@ -59,18 +69,18 @@ int region_table_init(void)
 {
 	int err = os_table_reserve(&slot_table,
 				   (size_t)MAX_REGIONS * sizeof *slots);
-	chunk_owner = os_reserve(NCHUNKS * sizeof *chunk_owner);
-	if (!err && !chunk_owner)
-		err = -ENOMEM;
+	if (!err)
+		err = os_table_reserve(&owner_table,
+				       NCHUNKS * sizeof *chunk_owner);
 	if (!err)
 		err = slots_grow(FIRST_SLOT_LIMIT);
 	if (err) {
 		os_table_release(&slot_table);
-		os_release(chunk_owner, NCHUNKS * sizeof *chunk_owner);
-		chunk_owner = NULL;
+		os_table_release(&owner_table);
 		return err;
 	}
 	slots = (ucow_region *)slot_table.base;
+	chunk_owner = (uint32_t *)owner_table.base;
 #ifdef UCOW_LSAN
 	/* The leak checker scans malloc'd memory, not this mapping: tell it
 	 * the page tables that live regions point to are reachable. */
@@ -120,6 +130,35 @@ static ucow_region *slot_take(void)
 	return &slots[idx];
 }
 
+static size_t owner_page(size_t chunk)
+{
+	return (chunk * sizeof *chunk_owner) >> os_page_shift;
+}
+
+static bool owner_readable(size_t chunk)
+{
+	size_t p = owner_page(chunk);
+	return LOAD(&owner_pages[p / 64]) >> (p % 64) & 1;
+}
+
+/* Makes the table pages that hold r's chunks accessible (normal code). */
+static int owner_commit(const ucow_region *r)
+{
+	size_t first = owner_page(r->base >> REGION_CHUNK_SHIFT);
+	size_t last = owner_page((r->base + r->va_size - 1) >> REGION_CHUNK_SHIFT);
+	for (size_t p = first; p <= last; p++) {
+		uint64_t bit = (uint64_t)1 << (p % 64);
+		if (LOAD(&owner_pages[p / 64]) & bit)
+			continue;
+		int err = os_commit(owner_table.base + (p << os_page_shift),
+				    os_page_size);
+		if (err)
+			return err;
+		__atomic_fetch_or(&owner_pages[p / 64], bit, __ATOMIC_RELEASE);
+	}
+	return 0;
+}
+
 static int region_map(ucow_region *r)
 {
 	r->va_size = (r->size + REGION_CHUNK - 1) & ~(REGION_CHUNK - 1);
@@ -127,6 +166,11 @@ static int region_map(ucow_region *r)
 	if (!va)
 		return -ENOMEM;
 	r->base = (uintptr_t)va;
+	int err = owner_commit(r);
+	if (err) {
+		os_release(va, r->va_size);
+		return err;
+	}
 	/*
 	 * The whole reservation reads as zeros; only [base, base + size) is
 	 * the region. The rest is never the backend's: a write past the end
@@ -134,8 +178,8 @@ static int region_map(ucow_region *r)
 	 * registered with userfaultfd would have made the writer wait for a
 	 * fault no one serves.
 	 */
-	int err = r->readonly ? os_map_zero(va, r->va_size)
-			      : ucow_backend_ops->map_region(va, r->size);
+	err = r->readonly ? os_map_zero(va, r->va_size)
+			  : ucow_backend_ops->map_region(va, r->size);
 	if (!err && !r->readonly && r->va_size > r->size)
 		err = os_map_zero((char *)va + r->size, r->va_size - r->size);
 	if (err)
@@ -289,9 +333,10 @@ void region_publish(ucow_region *r)
 
 static ucow_region *region_at(uintptr_t addr)
 {
-	if (!chunk_owner || addr >> VA_BITS)
+	size_t chunk = addr >> REGION_CHUNK_SHIFT;
+	if (!chunk_owner || addr >> VA_BITS || !owner_readable(chunk))
 		return NULL;
-	uint32_t idx = LOAD(&chunk_owner[addr >> REGION_CHUNK_SHIFT]);
+	uint32_t idx = LOAD(&chunk_owner[chunk]);
 	return idx ? &slots[idx] : NULL;
 }
 
@@ -486,7 +531,7 @@ void region_atfork_child(void)
 		 * never end here: a slot used again must not wait for them. */
 		STORE(&r->active, 0);
 	}
-	os_discard(chunk_owner, NCHUNKS * sizeof *chunk_owner);
+	os_discard(owner_table.base, owner_table.size);
 	STORE(&live_regions, 0);
 	/* The parent's mappings are one PROT_NONE range per region now: the
 	 * child's budget starts empty. */

@@ -136,6 +136,23 @@ static int stray_write_reaches_earlier_handler(void)
 	return 0;
 }
 
+/*
+ * A fault far from every region (ucow's table of address chunks is made
+ * accessible only where regions are) still reaches the program.
+ */
+static int far_write_reaches_earlier_handler(void)
+{
+	install(program_handler);
+	ucow_region *r = make_filled(PAGES, PAGES, 4);
+	CHECK(r != NULL);
+	char *far = mmap((void *)((uintptr_t)1 << 30), page_size(), PROT_READ,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	CHECK(far != MAP_FAILED);
+	CHECK(write_faults_to_program(far + 42));
+	CHECK(is_zero(far, page_size()));
+	return 0;
+}
+
 static int cow_works_after_program_handler_ran(void)
 {
 	install(program_handler);
@@ -226,6 +243,7 @@ static int fault_under_realtime_signals(void);
 const struct child_scenario signal_scenarios[] = {
 	{ "snapshot-write-reaches-earlier-handler", snapshot_write_reaches_earlier_handler },
 	{ "stray-write-reaches-earlier-handler", stray_write_reaches_earlier_handler },
+	{ "far-write-reaches-earlier-handler", far_write_reaches_earlier_handler },
 	{ "cow-works-after-program-handler-ran", cow_works_after_program_handler_ran },
 	{ "snapshot-write-default-action", snapshot_write_default_action },
 	{ "stray-write-default-action", stray_write_default_action },
@@ -244,6 +262,11 @@ static void test_snapshot_write_reaches_earlier_handler(void)
 static void test_stray_write_reaches_earlier_handler(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_scenario("stray-write-reaches-earlier-handler"), 0));
+}
+
+static void test_far_write_reaches_earlier_handler(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("far-write-reaches-earlier-handler"), 0));
 }
 
 static void test_cow_works_after_program_handler_ran(void)
@@ -410,6 +433,7 @@ void add_signals_suite(void)
 	static const struct test_case tests[] = {
 		TEST(test_snapshot_write_reaches_earlier_handler),
 		TEST(test_stray_write_reaches_earlier_handler),
+		TEST(test_far_write_reaches_earlier_handler),
 		TEST(test_cow_works_after_program_handler_ran),
 		TEST(test_snapshot_write_default_action_kills),
 		TEST(test_stray_write_default_action_kills),
