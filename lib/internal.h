@@ -268,6 +268,9 @@ void leaf_mark(uint64_t *map, size_t i);
 /* Next leaf >= leaf whose bit is set in map, or nleaves. */
 size_t leaf_next(const uint64_t *map, size_t nleaves, size_t leaf);
 void leaf_clear_all(uint64_t *map, size_t nleaves);
+/* An empty leaf of pt (no fault runs on its region): no longer used, its
+ * table memory given back. */
+void leaf_drop(struct pgtable *pt, size_t leaf);
 /* One past the last page of a leaf. */
 size_t leaf_end(const struct pgtable *pt, size_t leaf);
 /* Next leaf >= leaf used in a or in b (tables of the same size). */

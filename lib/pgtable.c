@@ -178,6 +178,24 @@ size_t leaf_next(const uint64_t *map, size_t nleaves, size_t leaf)
 	return nleaves;
 }
 
+/*
+ * An empty leaf (every pte zero, no fault running on the region): it stops
+ * counting as used, and the pages of table that lie wholly within it are
+ * given back (they read as zeros again, which is what they hold).
+ */
+void leaf_drop(struct pgtable *pt, size_t leaf)
+{
+	uint64_t bit = (uint64_t)1 << (leaf & 63);
+	__atomic_fetch_and(&pt->used_leaves[leaf / 64], ~bit, __ATOMIC_RELEASE);
+	if (!pt->pte_mapped)
+		return;
+	uintptr_t mask = os_page_size - 1;
+	uintptr_t lo = ((uintptr_t)&pt->pte[leaf << PTE_LEAF_SHIFT] + mask) & ~mask;
+	uintptr_t hi = (uintptr_t)&pt->pte[leaf_end(pt, leaf)] & ~mask;
+	if (hi > lo)
+		os_discard((void *)lo, hi - lo);
+}
+
 void leaf_clear_all(uint64_t *map, size_t nleaves)
 {
 	for (size_t w = 0; w < bitmap_words(nleaves); w++)

@@ -174,16 +174,19 @@ static int64_t frame_delta(frame_t f, size_t i)
 /*
  * Feeds `run` the pages of src that the copy maps on top of its backdrop
  * (every frame when there is none). With dst, also takes a reference to
- * every frame and sets dst's ptes.
+ * every frame and sets dst's ptes; and a leaf of src found empty (its pages
+ * went back to zeros: a revert, a destroyed source) stops counting as used
+ * in both tables, so that copies of copies no longer carry it.
  */
-static void share_walk(struct map_run *run, const ucow_region *src,
+static void share_walk(struct map_run *run, ucow_region *src,
 		       const struct backdrop *bd, ucow_region *dst)
 {
-	const struct pgtable *pt = &src->pt;
+	struct pgtable *pt = &src->pt;
 	size_t zeros_from = bd->lo; /* pages under bd before it are fed */
 	for (size_t l = leaf_next(pt->used_leaves, pt->nleaves, 0);
 	     l < pt->nleaves; l = leaf_next(pt->used_leaves, pt->nleaves, l + 1)) {
 		size_t start = l << PTE_LEAF_SHIFT, end = leaf_end(pt, l);
+		bool used = false;
 		if (zeros_from < start && zeros_from < bd->hi)
 			run_add_zeros(run, zeros_from,
 				      (start < bd->hi ? start : bd->hi) - zeros_from);
@@ -194,6 +197,7 @@ static void share_walk(struct map_run *run, const ucow_region *src,
 				frame_get(f);
 				pte_set(&dst->pt, i, f);
 			}
+			used |= f != FRAME_NONE;
 			if (f == FRAME_NONE ? !under
 					    : under && frame_delta(f, i) == bd->delta)
 				continue;
@@ -201,6 +205,10 @@ static void share_walk(struct map_run *run, const ucow_region *src,
 		}
 		if (zeros_from < end)
 			zeros_from = end;
+		if (dst && !used) {
+			leaf_drop(pt, l);
+			leaf_drop(&dst->pt, l);
+		}
 	}
 	run_flush(run);
 }
@@ -227,7 +235,7 @@ static int64_t common_delta(const struct pgtable *pt)
 }
 
 /* A backdrop for copying src, where it saves calls; else an empty one. */
-static struct backdrop plan_backdrop(const ucow_region *src)
+static struct backdrop plan_backdrop(ucow_region *src)
 {
 	const struct pgtable *pt = &src->pt;
 	struct backdrop none = {0, 0, 0};
@@ -256,7 +264,7 @@ static struct backdrop plan_backdrop(const ucow_region *src)
 }
 
 /* dst (new, all zero pages) maps every frame of src read-only. */
-static int share_all(ucow_region *dst, const ucow_region *src)
+static int share_all(ucow_region *dst, ucow_region *src)
 {
 	struct backdrop bd = plan_backdrop(src);
 	struct map_run run = {.r = dst};

@@ -291,6 +291,37 @@ static void test_huge_sparse_region_costs_what_is_used(void)
 	ucow_destroy(r);
 }
 
+/*
+ * Table leaves whose pages all went back to zeros (here by a revert) cost a
+ * copy no table, and stop costing the region its table once it is copied.
+ */
+static void test_emptied_leaves_cost_copies_no_table(void)
+{
+	enum { WRITTEN = 16 };
+	size_t ps = page_size(), pages = ((size_t)64 << 20) / ps;
+	ucow_region *r = ucow_create(pages * ps), *zero = ucow_create(pages * ps);
+	CU_ASSERT_FATAL(r != NULL && zero != NULL);
+	size_t empty = stats_of(r).metadata_bytes;
+	for (size_t k = 0; k < WRITTEN; k++)
+		page_of(r, k * (pages / WRITTEN))[0] = 1;
+	CU_ASSERT(stats_of(r).metadata_bytes > empty);
+	CU_ASSERT_EQUAL(ucow_revert(r, zero), 0);
+
+	ucow_region *c = ucow_clone(r);
+	CU_ASSERT_FATAL(c != NULL);
+	CU_ASSERT_EQUAL(stats_of(c).metadata_bytes, empty);
+	CU_ASSERT_EQUAL(stats_of(r).metadata_bytes, empty);
+	page_of(r, pages / WRITTEN)[1] = 2; /* a dropped leaf is used again */
+	CU_ASSERT(stats_of(r).metadata_bytes > empty);
+	CU_ASSERT_EQUAL(page_of(r, pages / WRITTEN)[1], 2);
+	for (size_t k = 0; k < WRITTEN; k++)
+		CU_ASSERT(is_zero(page_of(c, k * (pages / WRITTEN)), ps));
+	CU_ASSERT_EQUAL(global_stats().frames, 1);
+	ucow_destroy(c);
+	ucow_destroy(zero);
+	ucow_destroy(r);
+}
+
 /* Issue 4.3: reading never-written pages takes no frame and no memory. */
 static void test_reading_zero_pages_costs_nothing(void)
 {
@@ -392,6 +423,7 @@ void add_scale_suite(void)
 		TEST(test_zero_pages_merge_again_after_a_revert),
 		TEST(test_zeros_under_a_backdrop_merge_again),
 		TEST(test_huge_sparse_region_costs_what_is_used),
+		TEST(test_emptied_leaves_cost_copies_no_table),
 		TEST(test_reading_zero_pages_costs_nothing),
 		TEST(test_many_regions_with_clones),
 		TEST(test_metadata_of_full_region_is_small),
