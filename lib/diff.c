@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -45,12 +46,35 @@ static bool frame_read(frame_t f, char *buf)
 	return true;
 }
 
+/*
+ * Page i's ptes in a and b as they were at one moment, neither locked by a
+ * fault that changes them. A fault that keeps its frame moves every
+ * snapshot sharing the page to one copy, one pte after the other, with all
+ * of them locked: a diff must not see two snapshots apart meanwhile, nor
+ * read one before the move and the other after it (a's pte read again
+ * after b's, unchanged, held that value when b's was read).
+ */
+static void ptes_settled(const ucow_region *a, const ucow_region *b, size_t i,
+			 pte_t *p, pte_t *q)
+{
+	for (;;) {
+		*p = LOAD(&a->pt.pte[i]);
+		*q = LOAD(&b->pt.pte[i]);
+		if (pte_frame(*p) == pte_frame(*q))
+			return;
+		if (!((*p | *q) & PTE_LOCK) && LOAD(&a->pt.pte[i]) == *p)
+			return;
+		sched_yield();
+	}
+}
+
 /* buf: two pages, allocated at the first comparison; if that fails, or a
  * read does, the pages are reported (as their frames say). */
 static bool pages_differ(const ucow_region *a, const ucow_region *b, size_t i,
 			 char **buf)
 {
-	pte_t p = pte_read(&a->pt, i), q = pte_read(&b->pt, i);
+	pte_t p, q;
+	ptes_settled(a, b, i, &p, &q);
 	if (pte_frame(p) == pte_frame(q))
 		return false;
 	if (!((p | q) & PTE_RESTORED))

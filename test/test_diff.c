@@ -1,6 +1,7 @@
 /* ucow_diff: where two regions differ, from their page tables. */
 #include <CUnit/CUnit.h>
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -156,6 +157,56 @@ static void test_huge_sparse_diff_reports_only_written_pages(void)
 	ucow_destroy(a);
 }
 
+/*
+ * Two snapshots taken back to back hold the same bytes while their region
+ * overwrites every page: the writer keeps its frames, and each fault moves
+ * both snapshots to one copy, one after the other. A diff meanwhile must
+ * never see them apart.
+ */
+enum { KEEP_PAGES = 2048, KEEP_ROUNDS = 20 };
+
+struct keep_writer {
+	ucow_region *r;
+	int value;
+	int done;
+};
+
+static void *write_every_page(void *arg)
+{
+	struct keep_writer *w = arg;
+	fill_pages(ucow_base(w->r), 0, KEEP_PAGES, w->value);
+	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void test_snapshots_never_differ_while_their_region_keeps(void)
+{
+	ucow_region *r = make_filled(KEEP_PAGES, KEEP_PAGES, 1);
+	CU_ASSERT_FATAL(r != NULL);
+	size_t reported = 0, diffs = 0;
+	for (int round = 0; round < KEEP_ROUNDS; round++) {
+		ucow_region *s1 = ucow_snapshot(r), *s2 = ucow_snapshot(r);
+		CU_ASSERT_FATAL(s1 != NULL && s2 != NULL);
+		struct keep_writer w = {r, round + 2, 0};
+		pthread_t t;
+		CU_ASSERT_FATAL(pthread_create(&t, NULL, write_every_page, &w) == 0);
+		while (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE)) {
+			struct ranges found = {0};
+			CU_ASSERT_EQUAL(ucow_diff(s1, s2, record, &found), 0);
+			reported += found.n;
+			diffs++;
+		}
+		pthread_join(t, NULL);
+		CU_ASSERT(pages_match(ucow_base(s1), 0, KEEP_PAGES, round + 1));
+		CU_ASSERT(stats_of(r).cow_kept > 0);
+		ucow_destroy(s1);
+		ucow_destroy(s2);
+	}
+	CU_ASSERT_EQUAL(reported, 0);
+	CU_ASSERT(diffs > 0);
+	ucow_destroy(r);
+}
+
 static void test_diff_bad_input(void)
 {
 	ucow_region *a = make_filled(4, 4, 6);
@@ -185,6 +236,7 @@ void add_diff_suite(void)
 		TEST(test_callback_value_stops_the_walk),
 		TEST(test_unrelated_regions_differ_where_written),
 		TEST(test_huge_sparse_diff_reports_only_written_pages),
+		TEST(test_snapshots_never_differ_while_their_region_keeps),
 		TEST(test_diff_bad_input),
 		{NULL, NULL},
 	};
