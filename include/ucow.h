@@ -66,9 +66,14 @@ UCOW_API ucow_region *ucow_create(size_t size);
  * the pages `src` maps, not with its size: a pass over them, and a system
  * call for each run of pages whose frames do not lie where most of src's do
  * (after scattered writes, one per page written since src was populated).
+ * The copy takes about as many kernel mappings as src has (see
+ * ucow_stats): faults keep ucow's mappings within its budget by coalescing,
+ * a copy cannot, and one that would take them past twice the budget less an
+ * eighth (15/16 of vm.max_map_count by default) fails with ENOMEM, so that
+ * faults always have mappings left.
  * Returns NULL with errno EINVAL (NULL src), EBADF (destroyed handle),
- * ECHILD (handle inherited across fork) or ENOMEM; src's content is then
- * unchanged.
+ * ECHILD (handle inherited across fork) or ENOMEM (no memory, or no
+ * mappings, as above); src's content is then unchanged.
  */
 UCOW_API ucow_region *ucow_clone(ucow_region *src);
 
@@ -103,7 +108,9 @@ UCOW_API ucow_region *ucow_snapshot(ucow_region *src);
  * gets SIGSEGV, so that it can never reach a frame other regions map);
  * `src` may be read and written: dst takes its content as of the call.
  * Returns 0; -EINVAL (NULL handle, or sizes differ), -EBADF, -ECHILD,
- * -EPERM (dst is a snapshot), -ENOMEM (dst may then be partly reverted).
+ * -EPERM (dst is a snapshot), -ENOMEM (dst may then be partly reverted; or,
+ * with dst unchanged, dst would take more mappings than remain for copies:
+ * see ucow_clone).
  * Reverting a region to itself is 0.
  */
 UCOW_API int ucow_revert(ucow_region *dst, const ucow_region *src);

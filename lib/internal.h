@@ -403,6 +403,19 @@ void vma_resync(ucow_region *r);
 void vma_resync_chain(ucow_region *snap);
 bool vma_over_budget(long delta);
 /*
+ * Whether a copy or a revert that adds `delta` mappings fits. Faults keep
+ * ucow within its budget by coalescing (from 7/8 of it); a copy maps what
+ * its source maps and has no such lever, and every region costs a mapping
+ * or two (10,000 regions with a clone each pass half of the default
+ * vm.max_map_count). So copies may go past the budget, but not past
+ * vma_copy_limit(), twice the budget less an eighth of it (with the default
+ * budget: 15/16 of vm.max_map_count): past it they fail (ENOMEM), rather
+ * than bring the process to the kernel's limit, where a fault could no
+ * longer map anything and the write would be lost.
+ */
+long vma_copy_limit(void);
+bool vma_fits(long delta);
+/*
  * Whether a fault may keep its frame for `snapshots` snapshots (keep.c):
  * each snapshot's page and the writer's split a mapping, twice what a copy
  * costs or more, so only while the mappings in use are under 3/8 of the

@@ -209,6 +209,12 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 	struct revert_runs rr = {
 		.share = {.r = dst}, .heal = {.r = s}, .in_place = in_place};
 	err = region_wrprotect(s);
+	/* dst takes src's layout where they differ: about src's mappings. */
+	if (!err && !vma_fits(LOAD_RELAXED(&s->mappings) -
+			      LOAD_RELAXED(&dst->mappings))) {
+		err = -ENOMEM;
+		goto release;
+	}
 	if (!err)
 		err = revert_ptes(&rr, s);
 	if (rr.share.mapped || rr.heal.calls || err)
@@ -225,6 +231,7 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 		chain_detach(dst);
 	rehome_commit(s, home);
 	home = FRAME_NONE;
+release:
 	region_release(dst);
 	region_release(s);
 out:

@@ -316,6 +316,9 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	region_hold(src);
 	vma_resync(src);
 	err = region_wrprotect(src);
+	/* The copy maps what src maps (all read-only now): as many mappings. */
+	if (!err && !vma_fits(LOAD_RELAXED(&src->mappings)))
+		err = -ENOMEM;
 	if (!err)
 		err = share_all(dst, src);
 	if (!err) {

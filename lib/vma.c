@@ -161,6 +161,17 @@ bool vma_over_budget(long delta)
 	return delta > 0 && LOAD_RELAXED(&vmas.in_use) + delta > limit;
 }
 
+long vma_copy_limit(void)
+{
+	return 2 * vmas.budget - vmas.budget / 8;
+}
+
+bool vma_fits(long delta)
+{
+	return delta <= 0 ||
+	       LOAD_RELAXED(&vmas.in_use) + delta <= vma_copy_limit();
+}
+
 /*
  * The snapshot's page splits a mapping, and the writer's too where making it
  * writable does: a kept page can cost twice a copied one. Keeping stops at

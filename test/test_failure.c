@@ -628,6 +628,60 @@ static int map_budget_out_of_range_is_ignored(void)
 	return 0;
 }
 
+/*
+ * A copy maps what its source maps, and has no lever to map less: copies
+ * may take ucow past its mapping budget, but one that would pass twice the
+ * budget less an eighth (there, faults would soon find no mapping left)
+ * fails with ENOMEM and changes nothing; so does a revert that would. With
+ * UCOW_MAP_BUDGET=256 the limit is 480: a clone with 60 scattered private
+ * pages holds about 120 mappings, and its third snapshot does not fit.
+ */
+enum { COPY_LIMIT = 2 * 256 - 256 / 8 };
+
+static int copies_stay_within_the_limit(void)
+{
+	enum { N = 256, WRITES = 60, MAX_SNAPS = 8 };
+	CHECK(setenv("UCOW_MAP_BUDGET", "256", 1) == 0);
+	ucow_region *src = make_filled(N, N, 5);
+	CHECK(src != NULL);
+	ucow_region *c = ucow_clone(src);
+	CHECK(c != NULL);
+	for (size_t k = 0; k < WRITES; k++)
+		fill_pages(ucow_base(c), 4 * k + 1, 1, 6);
+	ucow_region *snaps[MAX_SNAPS];
+	int n = 0;
+	while (n < MAX_SNAPS && (snaps[n] = ucow_snapshot(c)) != NULL)
+		n++;
+	CHECK(n > 1 && n < MAX_SNAPS && errno == ENOMEM);
+	size_t before = global_stats().mappings, frames = global_stats().frames;
+	CHECK(before > 256 && before <= COPY_LIMIT &&
+	      before + stats_of(c).mappings > COPY_LIMIT);
+
+	errno = 0;
+	CHECK(ucow_clone(snaps[0]) == NULL && errno == ENOMEM);
+	CHECK(ucow_revert(src, snaps[0]) == -ENOMEM);
+	CHECK(global_stats().mappings == before && global_stats().frames == frames);
+	CHECK(pages_match(ucow_base(src), 0, N, 5));
+	for (size_t k = 0; k < WRITES; k++)
+		CHECK(pages_match(ucow_base(snaps[0]), 4 * k + 1, 1, 6) &&
+		      pages_match(ucow_base(snaps[0]), 4 * k, 1, 5));
+	long kernel = mappings_in(ucow_base(src), N * page_size()) +
+		      mappings_in(ucow_base(c), N * page_size());
+	for (int k = 0; k < n; k++)
+		kernel += mappings_in(ucow_base(snaps[k]), N * page_size());
+	CHECK(global_stats().mappings == (size_t)kernel);
+
+	for (int k = 1; k < n; k++)
+		ucow_destroy(snaps[k]);
+	CHECK(ucow_revert(src, snaps[0]) == 0); /* room again */
+	CHECK(pages_match(ucow_base(src), 4 * (WRITES - 1) + 1, 1, 6));
+	ucow_destroy(snaps[0]);
+	ucow_destroy(c);
+	ucow_destroy(src);
+	CHECK(global_stats().mappings == 0);
+	return 0;
+}
+
 const struct child_scenario failure_scenarios[] = {
 	{"copy-failure-aborts-by-default", copy_failure_aborts_by_default},
 	{"copy-failure-calls-the-handler", copy_failure_calls_the_handler},
@@ -649,6 +703,7 @@ const struct child_scenario failure_scenarios[] = {
 	 snapshot_map_failure_changes_no_content},
 	{"map-budget-out-of-range-is-ignored", map_budget_out_of_range_is_ignored},
 	{"keep-gives-way-near-the-budget", keep_gives_way_near_the_budget},
+	{"copies-stay-within-the-limit", copies_stay_within_the_limit},
 	{"table-commit-failure-keeps-homes-apart",
 	 table_commit_failure_keeps_homes_apart},
 	{"unshare-after-a-failed-make-writable",
@@ -748,6 +803,11 @@ static void test_keep_gives_way_near_the_budget(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("keep-gives-way-near-the-budget"), 0));
 }
 
+static void test_copies_stay_within_the_limit(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("copies-stay-within-the-limit"), 0));
+}
+
 static void test_map_budget_out_of_range_is_ignored(void)
 {
 	CU_ASSERT(CHILD_EXITED(
@@ -770,6 +830,7 @@ void add_failure_suite(void)
 		TEST(test_snapshot_map_failure_changes_no_content),
 		TEST(test_map_budget_out_of_range_is_ignored),
 		TEST(test_keep_gives_way_near_the_budget),
+		TEST(test_copies_stay_within_the_limit),
 		TEST(test_table_commit_failure_keeps_homes_apart),
 		TEST(test_unshare_after_a_failed_make_writable),
 		{NULL, NULL},
