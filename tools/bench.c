@@ -77,15 +77,19 @@ struct explicit_opts {
 
 static int parse_sizes(struct bench *b, const char *arg)
 {
-	char *copy = strdup(arg), *save = NULL;
+	char *copy = strdup(arg);
 	if (!copy)
 		return -1;
 	b->nsizes = 0;
 	int rc = 0;
-	for (char *tok = strtok_r(copy, ",", &save); tok && !rc;
-	     tok = strtok_r(NULL, ",", &save)) {
+	for (char *tok = copy, *next; tok && !rc; tok = next) {
 		size_t v;
-		if (b->nsizes == BENCH_MAX_SIZES) {
+		if ((next = strchr(tok, ',')) != NULL)
+			*next++ = '\0';
+		if (!*tok) {
+			fprintf(stderr, "ucow: --sizes: '%s': an empty size\n", arg);
+			rc = -1;
+		} else if (b->nsizes == BENCH_MAX_SIZES) {
 			fprintf(stderr, "ucow: --sizes: at most %d sizes\n", BENCH_MAX_SIZES);
 			rc = -1;
 		} else if (cli_parse_size("--sizes", tok, &v) < 0) {
@@ -341,6 +345,8 @@ int cmd_bench(int argc, char **argv)
 		.sizes = { (size_t)64 << 20, (size_t)1 << 30, (size_t)4 << 30 },
 	};
 	int rc = parse_options(&b, argc, argv);
+	if (rc < 0 && b.plot && bench_check_plot(&b, b.plot) < 0)
+		rc = 2;
 	if (rc >= 0) {
 		if (rc == 2)
 			fprintf(stderr, "Try 'ucow bench --help'.\n");

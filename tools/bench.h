@@ -232,6 +232,9 @@ extern const char *const bench_m_revert_in_place, *const bench_m_cycle_in_place;
 
 void bench_print_table(const struct bench *b, FILE *f);
 void bench_print_json(const struct bench *b, FILE *f);
+/* Before the run: whether the plot can be made and its file written (an
+ * error said on stderr: -1). */
+int bench_check_plot(const struct bench *b, const char *path);
 int bench_write_plot(const struct bench *b, const char *path);
 
 /* Machine description for the table header and the JSON (bench_report.c). */

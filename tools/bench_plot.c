@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -189,6 +190,25 @@ static void draw_line(const struct bench *b, const struct axes *a, size_t l, FIL
 		   "stroke-dasharray='%s'/>\n", x, y, x + 28, y, ln->color,
 		*ln->dash ? ln->dash : "none");
 	fprintf(f, "<text x='%d' y='%d'>%s</text>\n", x + 36, y + 4, ln->label);
+}
+
+int bench_check_plot(const struct bench *b, const char *path)
+{
+	if (!bench_wants(b, 2) && !bench_wants(b, 3)) {
+		fprintf(stderr, "ucow bench: --plot: plots figures 2 and 3, and "
+				"neither is asked for\n");
+		return -1;
+	}
+	bool existed = access(path, F_OK) == 0;
+	FILE *f = fopen(path, "a");
+	if (!f) {
+		fprintf(stderr, "ucow bench: --plot: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	if (!existed)
+		unlink(path);
+	return 0;
 }
 
 int bench_write_plot(const struct bench *b, const char *path)
