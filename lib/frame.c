@@ -157,16 +157,12 @@ static void free_extent(struct extent e)
 	(void)list_insert(&free_list, at, e);
 }
 
-static bool extent_dead(struct extent e)
+static bool block_dead(frame_t block)
 {
-	for (frame_t b = e.start >> FRAME_BLOCK_SHIFT;
-	     b < (e.start + e.len) >> FRAME_BLOCK_SHIFT; b++)
-		if (LOAD(&frames.block_live[b]))
-			return false;
-	return true;
+	return LOAD(&frames.block_live[block]) == 0;
 }
 
-/* The reference counts of a dead home are all zero: drop their pages. */
+/* The reference counts of dead blocks are all zero: drop their pages. */
 static void discard_counts(struct extent e)
 {
 	uintptr_t lo = (uintptr_t)&frames.refcount[e.start];
@@ -177,36 +173,79 @@ static void discard_counts(struct extent e)
 		os_discard((void *)lo, hi - lo);
 }
 
-/* Returns the numbers of retired homes whose frames are all free. */
+/*
+ * Retires the frame numbers of extent e (whole blocks): each run of blocks
+ * whose frames are all free goes back to the pool now, each run that still
+ * holds a live frame waits in `retired`. Returns the frames freed.
+ */
+static size_t retire_extent(struct extent e)
+{
+	size_t freed = 0;
+	frame_t b = e.start >> FRAME_BLOCK_SHIFT;
+	frame_t end = (e.start + e.len) >> FRAME_BLOCK_SHIFT;
+	while (b < end) {
+		bool dead = block_dead(b);
+		frame_t run = b + 1;
+		while (run < end && block_dead(run) == dead)
+			run++;
+		struct extent part = {b << FRAME_BLOCK_SHIFT,
+				      (run - b) << FRAME_BLOCK_SHIFT};
+		if (dead) {
+			discard_counts(part);
+			free_extent(part);
+			freed += part.len;
+		} else {
+			/* On failure the numbers leak, never reused twice. */
+			(void)list_insert(&retired, retired.n, part);
+		}
+		b = run;
+	}
+	return freed;
+}
+
+/* Gives back the blocks of retired homes whose frames are all free. */
 static size_t reclaim_homes(void)
 {
+	struct extent_list old = retired;
 	size_t got = 0;
-	for (size_t k = 0; k < retired.n;) {
-		struct extent e = retired.v[k];
-		if (!extent_dead(e)) {
-			k++;
-			continue;
-		}
-		discard_counts(e);
-		free_extent(e);
-		list_remove(&retired, k);
-		got += e.len;
-	}
+	retired = (struct extent_list){0};
+	for (size_t k = 0; k < old.n; k++)
+		got += retire_extent(old.v[k]);
+	list_clear(&old);
 	return got;
 }
 
-static frame_t home_len(size_t npages)
+static size_t home_blocks(size_t npages)
 {
-	return (frame_t)((npages + FRAME_BLOCK - 1) & ~(size_t)(FRAME_BLOCK - 1));
+	return (npages + FRAME_BLOCK - 1) >> FRAME_BLOCK_SHIFT;
 }
 
-static bool take_first_fit(frame_t len, frame_t *home)
+/* Takes up to `want` free blocks from the first free extent, or false. */
+static bool take_blocks(frame_t want, struct extent *got)
 {
+	if (!free_list.n)
+		return false;
+	struct extent *e = &free_list.v[0];
+	frame_t len = (frame_t)(want << FRAME_BLOCK_SHIFT);
+	if (len > e->len)
+		len = e->len;
+	*got = (struct extent){e->start, len};
+	e->start += len;
+	e->len -= len;
+	if (!e->len)
+		list_remove(&free_list, 0);
+	return true;
+}
+
+/* Takes `nb` blocks in one run, first fit. */
+static bool take_run(size_t nb, frame_t *start)
+{
+	frame_t len = (frame_t)(nb << FRAME_BLOCK_SHIFT);
 	for (size_t k = 0; k < free_list.n; k++) {
 		struct extent *e = &free_list.v[k];
 		if (e->len < len)
 			continue;
-		*home = e->start;
+		*start = e->start;
 		e->start += len;
 		e->len -= len;
 		if (!e->len)
@@ -216,52 +255,101 @@ static bool take_first_fit(frame_t len, frame_t *home)
 	return false;
 }
 
+static size_t free_blocks(void)
+{
+	size_t n = 0;
+	for (size_t k = 0; k < free_list.n; k++)
+		n += free_list.v[k].len >> FRAME_BLOCK_SHIFT;
+	return n;
+}
+
 /*
  * The counts of a home's frames become accessible when the home is handed
- * out (homes are taken first fit, so the arrays grow with the peak of frame
- * numbers in use, not with the 2^31 the memfd allows).
+ * out (numbers are taken lowest first, so the arrays grow with the peak of
+ * frame numbers in use, not with the 2^31 the memfd allows).
  */
-static int commit_counts(frame_t home, frame_t len)
+static int commit_counts(const frame_t *home, size_t nb)
 {
-	size_t end = (size_t)home + len;
+	size_t end = 0;
+	for (size_t k = 0; k < nb; k++)
+		if ((size_t)home[k] + FRAME_BLOCK > end)
+			end = (size_t)home[k] + FRAME_BLOCK;
 	int err = os_table_commit(&refcount_table, end * sizeof(uint32_t));
 	if (!err)
-		err = os_table_commit(&block_table,
-				      blocks_bytes((frame_t)end));
-	if (err)
-		free_extent((struct extent){home, len});
+		err = os_table_commit(&block_table, blocks_bytes((frame_t)end));
 	return err;
 }
 
-int home_alloc(size_t npages, frame_t *home)
+/* Gives the blocks of a home that was never used straight back. */
+static void home_free_blocks(const frame_t *home, size_t nb)
 {
-	if (npages > frames.nframes)
+	for (size_t k = 0; k < nb; k++)
+		free_extent((struct extent){home[k], FRAME_BLOCK});
+}
+
+/*
+ * Fills home[0, nb) with free blocks: one run if the pool has one (the
+ * region's private pages then merge into one mapping all along), else the
+ * lowest free blocks wherever they are.
+ */
+static bool home_take(frame_t *home, size_t nb)
+{
+	frame_t start;
+	if (take_run(nb, &start)) {
+		for (size_t k = 0; k < nb; k++)
+			home[k] = start + (frame_t)(k << FRAME_BLOCK_SHIFT);
+		return true;
+	}
+	if (free_blocks() < nb)
+		return false;
+	struct extent got;
+	for (size_t k = 0; k < nb && take_blocks(nb - k, &got);)
+		for (frame_t f = got.start; f < got.start + got.len; f += FRAME_BLOCK)
+			home[k++] = f;
+	return true;
+}
+
+int home_alloc(size_t npages, frame_t **home)
+{
+	size_t nb = home_blocks(npages);
+	if (nb > (frames.nframes >> FRAME_BLOCK_SHIFT))
 		return -ENOMEM;
-	frame_t len = home_len(npages);
-	frame_t got;
-	if (!take_first_fit(len, &got) &&
-	    !(reclaim_homes() && take_first_fit(len, &got)))
+	frame_t *h = malloc(nb * sizeof *h);
+	if (!h)
 		return -ENOMEM;
+	if (!home_take(h, nb) && !(reclaim_homes() && home_take(h, nb))) {
+		free(h);
+		return -ENOMEM;
+	}
+	int err = commit_counts(h, nb);
+	if (err) {
+		home_free_blocks(h, nb);
+		free(h);
+		return err;
+	}
 	/* On failure *home is untouched: a caller that retires it retires
 	 * nothing, never numbers that went back to the free list. */
-	int err = commit_counts(got, len);
-	if (!err)
-		*home = got;
-	return err;
+	*home = h;
+	return 0;
 }
 
-void home_retire(frame_t home, size_t npages)
+void home_retire(frame_t **home, size_t npages)
 {
-	if (home == FRAME_NONE)
+	frame_t *h = *home;
+	if (!h)
 		return;
-	struct extent e = {home, home_len(npages)};
-	if (extent_dead(e)) {
-		discard_counts(e);
-		free_extent(e);
-		return;
+	size_t nb = home_blocks(npages);
+	for (size_t k = 0; k < nb;) {
+		size_t run = k + 1;
+		while (run < nb &&
+		       h[run] == h[k] + (frame_t)((run - k) << FRAME_BLOCK_SHIFT))
+			run++;
+		retire_extent((struct extent){h[k],
+					      (frame_t)((run - k) << FRAME_BLOCK_SHIFT)});
+		k = run;
 	}
-	if (list_insert(&retired, retired.n, e) != 0)
-		return; /* leaked numbers, never reused while in use */
+	free(h);
+	*home = NULL;
 }
 
 void frame_get(frame_t f)

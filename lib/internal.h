@@ -142,14 +142,18 @@ unsigned cgroup_cpu_limit(const char *mountinfo, const char *cgroup);
  * reference count is the number of region ptes that map it (the userspace
  * struct page). Frame 0 is never used: a pte of frame 0 is the zero page.
  *
- * Every writable region owns a *home*: a run of frame numbers, one per page,
- * where its private copies go (page i is copied into home + i). Neighbouring
- * private pages then map neighbouring offsets and merge into one kernel
- * mapping. A home is private to its region: when the region's frames become
- * shared (clone, snapshot, revert from it) the home is retired and the region
- * gets a new one, so home + i is always free when page i needs a copy and the
- * fault path needs no allocator. A retired home's numbers return to the pool
- * once every frame in it has been freed.
+ * Every writable region owns a *home*: frame numbers, one per page, where its
+ * private copies go (page i is copied into home_frame(r, i)). They come in
+ * blocks of FRAME_BLOCK, one run of blocks when the pool has one, so that
+ * neighbouring private pages map neighbouring offsets and merge into one
+ * kernel mapping. A home is private to its region: when the region's frames
+ * become shared (clone, snapshot, revert from it) the home is retired and the
+ * region gets a new one, so home_frame(r, i) is always free when page i
+ * needs a copy and the fault path needs no allocator. A retired home's
+ * blocks return to the pool one by one, as soon as every frame in a block
+ * has been freed: a region that keeps a few frames of each home it had (a
+ * checkpoint loop: snapshot, write a little, snapshot) holds a few blocks of
+ * numbers per home, not the whole home.
  *
  * A snapshot of a writable region has a home too, for the copies its source
  * gives it (keep.c). It stays: a copy of page i goes to home + i of the
@@ -179,9 +183,10 @@ int frame_store_init(void);
 /* In a forked child: forget the parent's store (its frames are not ours). */
 void frame_store_forget(void);
 
-/* Homes (called with the global lock held). */
-int home_alloc(size_t npages, frame_t *home);
-void home_retire(frame_t home, size_t npages);
+/* Homes (called with the global lock held): an array of block bases,
+ * one per FRAME_BLOCK pages. home_retire frees it and sets *home NULL. */
+int home_alloc(size_t npages, frame_t **home);
+void home_retire(frame_t **home, size_t npages);
 
 static inline uint64_t frame_offset(frame_t f)
 {
@@ -303,7 +308,7 @@ struct ucow_region {
 	size_t size;            /* bytes, whole pages */
 	size_t npages;
 	size_t va_size;         /* reserved address space, whole chunks */
-	frame_t home;           /* where private copies go; for a snapshot of
+	frame_t *home;          /* where private copies go; for a snapshot of
 				   a writable region, where the copies its
 				   source gives it go (keep.c) */
 	/*
@@ -370,6 +375,19 @@ void region_atfork_child(void);
 static inline void *page_addr(const ucow_region *r, size_t i)
 {
 	return (void *)(r->base + (i << os_page_shift));
+}
+
+/* Where r's private copy of page i goes (r has a home). */
+static inline frame_t home_frame(const ucow_region *r, size_t i)
+{
+	return r->home[i >> FRAME_BLOCK_SHIFT] +
+	       (frame_t)(i & (FRAME_BLOCK - 1));
+}
+
+/* Whether pages [i, i + n) have neighbouring home frames (one run). */
+static inline bool home_contiguous(const ucow_region *r, size_t i, size_t n)
+{
+	return home_frame(r, i + n - 1) == home_frame(r, i) + (frame_t)(n - 1);
 }
 
 /* ---- vma.c -------------------------------------------------------------- */
@@ -456,8 +474,8 @@ int region_wrprotect(ucow_region *r);
  * current one may now hold frames that other regions map. Prepare before
  * holding anything (it may allocate); commit once the frames are shared.
  */
-int rehome_prepare(const ucow_region *src, frame_t *home);
-void rehome_commit(ucow_region *src, frame_t home);
+int rehome_prepare(const ucow_region *src, frame_t **home);
+void rehome_commit(ucow_region *src, frame_t **home);
 
 /* ---- memory.c ----------------------------------------------------------- */
 
@@ -473,9 +491,10 @@ void rehome_commit(ucow_region *src, frame_t home);
 /*
  * Locks the pages after page i (locked) that one fault may serve with it,
  * when the writer moves in sequence; `joins` says whether page j (locked,
- * pte) needs the same work, and locks what else it needs. Pages in the run.
+ * pte) needs the same work, and locks what else it needs. The run stays
+ * within one run of h's home frames, where its copies go. Pages in the run.
  */
-size_t fault_around_lock(ucow_region *r, size_t i,
+size_t fault_around_lock(ucow_region *r, size_t i, const ucow_region *h,
 			 bool (*joins)(void *ctx, size_t j, pte_t pte),
 			 void *ctx);
 /*

@@ -69,7 +69,7 @@ static bool keeper_enter(const ucow_region *r, ucow_region *s)
 {
 	if (!region_fault_tryenter(s))
 		return false;
-	if (s->readonly && s->npages == r->npages && s->home != FRAME_NONE)
+	if (s->readonly && s->npages == r->npages && s->home)
 		return true;
 	region_fault_exit(s);
 	return false;
@@ -82,7 +82,7 @@ static bool keeper_enter(const ucow_region *r, ucow_region *s)
 static bool keeper_lock(ucow_region *s, size_t i, frame_t f)
 {
 	pte_t p;
-	if (s->home + (frame_t)i == f || !pte_trylock(&s->pt, i, &p))
+	if (home_frame(s, i) == f || !pte_trylock(&s->pt, i, &p))
 		return false;
 	if (pte_frame(p) == f)
 		return true;
@@ -154,7 +154,7 @@ static bool keepers_join(void *ctx, size_t j, pte_t pte)
 static void keep_commit(ucow_region *r, struct keepers *k, unsigned upto,
 			size_t i, size_t n, const long *before)
 {
-	frame_t copy = k->s[0]->home + (frame_t)i;
+	frame_t copy = home_frame(k->s[0], i);
 	for (size_t m = 0; m < n; m++) {
 		frame_t f = pte_frame(pte_read(&r->pt, i + m));
 		for (unsigned j = 0; j < upto; j++) {
@@ -181,14 +181,14 @@ static int wp_page_keep(ucow_region *r, struct keepers *k, size_t i, size_t n)
 	long before[KEEP_CHAIN];
 	for (unsigned j = 0; j < k->n; j++)
 		before[j] = vma_window_held(k->s[j], i, i + n);
-	int err = copy_and_map(k->s[0], i, n, k->s[0]->home + (frame_t)i,
+	int err = copy_and_map(k->s[0], i, n, home_frame(k->s[0], i),
 			       page_addr(r, i), false);
 	if (err)
 		return err;
 	unsigned mapped = 1;
 	while (mapped < k->n &&
 	       !(err = region_map_pages(k->s[mapped], i, n,
-					k->s[0]->home + (frame_t)i, false)))
+					home_frame(k->s[0], i), false)))
 		mapped++;
 	keep_commit(r, k, mapped, i, n, before);
 	if (err)
@@ -209,7 +209,7 @@ int do_wp_page_keep(ucow_region *r, size_t i, pte_t pte, bool around)
 		keepers_release(&k, i, 1);
 		return 1;
 	}
-	size_t n = around ? fault_around_lock(r, i, keepers_join, &k) : 1;
+	size_t n = around ? fault_around_lock(r, i, k.s[0], keepers_join, &k) : 1;
 	long before = vma_window_held(r, i, i + n);
 	int err = wp_page_keep(r, &k, i, n);
 	/*

@@ -55,7 +55,7 @@ int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
 static int wp_page_copy(ucow_region *r, size_t i, size_t n)
 {
 	frame_t old = pte_frame(pte_read(&r->pt, i));
-	int err = copy_and_map(r, i, n, r->home + (frame_t)i,
+	int err = copy_and_map(r, i, n, home_frame(r, i),
 			       old == FRAME_NONE ? NULL : page_addr(r, i), true);
 	if (err)
 		return err;
@@ -81,7 +81,7 @@ static int wp_page_copy(ucow_region *r, size_t i, size_t n)
  * join (`joins` says, and locks what else it needs); the run stops at a page
  * another fault holds.
  */
-size_t fault_around_lock(ucow_region *r, size_t i,
+size_t fault_around_lock(ucow_region *r, size_t i, const ucow_region *h,
 			 bool (*joins)(void *ctx, size_t j, pte_t pte),
 			 void *ctx)
 {
@@ -91,7 +91,7 @@ size_t fault_around_lock(ucow_region *r, size_t i,
 	size_t want = 2 * LOAD_RELAXED(&r->last_run);
 	want = want < FAULT_AROUND ? FAULT_AROUND
 	       : want > FAULT_AROUND_MAX ? FAULT_AROUND_MAX : want;
-	while (n < want && i + n < r->npages) {
+	while (n < want && i + n < r->npages && home_contiguous(h, i, n + 1)) {
 		pte_t pte;
 		if (!pte_trylock(&r->pt, i + n, &pte))
 			break;
@@ -124,7 +124,7 @@ static bool copy_joins(void *ctx, size_t j, pte_t pte)
 static int coalesce_take(ucow_region *r, size_t j)
 {
 	pte_t pte = pte_read(&r->pt, j);
-	frame_t f = pte_frame(pte), home = r->home + (frame_t)j;
+	frame_t f = pte_frame(pte), home = home_frame(r, j);
 	void *addr = page_addr(r, j);
 	int err = 0;
 	if (f == home)
@@ -145,15 +145,15 @@ static int coalesce_take(ucow_region *r, size_t j)
 static void coalesce_undo(ucow_region *r, size_t lo, size_t hi)
 {
 	for (size_t j = lo; j < hi; j++)
-		if (pte_frame(pte_read(&r->pt, j)) != r->home + (frame_t)j)
-			frame_put(r->home + (frame_t)j);
+		if (pte_frame(pte_read(&r->pt, j)) != home_frame(r, j))
+			frame_put(home_frame(r, j));
 }
 
 static void coalesce_commit(ucow_region *r, size_t lo, size_t hi)
 {
 	for (size_t j = lo; j < hi; j++) {
 		frame_t f = pte_frame(pte_read(&r->pt, j));
-		frame_t home = r->home + (frame_t)j;
+		frame_t home = home_frame(r, j);
 		if (f != home) {
 			if (f != FRAME_NONE)
 				frame_put(f);
@@ -180,7 +180,7 @@ int fault_finish(ucow_region *r, size_t i, size_t n, bool copied, long before,
 {
 	if (!err) {
 		for (size_t k = i; k < i + n; k++) {
-			frame_t f = copied ? r->home + (frame_t)k
+			frame_t f = copied ? home_frame(r, k)
 					   : pte_frame(pte_read(&r->pt, k));
 			pte_update_locked(&r->pt, k, f | PTE_WRITE);
 		}
@@ -212,8 +212,7 @@ static int wp_page_coalesce(ucow_region *r, size_t i)
 	while (taken < hi && !(err = coalesce_take(r, taken)))
 		taken++;
 	if (!err)
-		err = region_map_pages(r, lo, hi - lo, r->home + (frame_t)lo,
-				       true);
+		err = region_map_pages(r, lo, hi - lo, home_frame(r, lo), true);
 	if (err)
 		coalesce_undo(r, lo, taken);
 	else
@@ -247,7 +246,7 @@ static int do_wp_page_copy(ucow_region *r, size_t i, pte_t pte, bool around)
 		return wp_page_coalesce(r, i);
 	}
 	frame_t f = pte_frame(pte);
-	size_t n = around ? fault_around_lock(r, i, copy_joins, &f) : 1;
+	size_t n = around ? fault_around_lock(r, i, r, copy_joins, &f) : 1;
 	long before = vma_window_held(r, i, i + n);
 	int err = wp_page_copy(r, i, n);
 	return fault_finish(r, i, n, true, before, err);

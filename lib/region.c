@@ -207,7 +207,7 @@ ucow_region *region_new(size_t npages, bool readonly, int *err)
 		goto fail_home;
 	return r;
 fail_home:
-	home_retire(r->home, npages);
+	home_retire(&r->home, npages);
 fail_table:
 	pgtable_free(&r->pt);
 	return NULL;
@@ -427,6 +427,7 @@ static void region_zap(ucow_region *r)
 static void region_free_slot(ucow_region *r)
 {
 	pgtable_free(&r->pt);
+	free(r->home); /* retired already, or inherited across fork() */
 	slot_reset(r);
 	STORE(&r->state, REGION_FREE);
 }
@@ -437,7 +438,7 @@ void region_abandon(ucow_region *r)
 		return;
 	os_release((void *)r->base, r->va_size);
 	region_zap(r);
-	home_retire(r->home, r->npages);
+	home_retire(&r->home, r->npages);
 	region_free_slot(r);
 }
 

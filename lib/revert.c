@@ -103,10 +103,9 @@ static int revert_page_in_place(ucow_region *dst, const ucow_region *src,
 static bool heals(const ucow_region *dst, const ucow_region *src, size_t i,
 		  frame_t f, frame_t g)
 {
-	return src->readonly && src->home != FRAME_NONE &&
-	       g == src->home + (frame_t)i && frame_count(g) == 1 &&
-	       f != FRAME_NONE && frame_count(f) == 1 &&
-	       f != dst->home + (frame_t)i; /* home + i stays free for dst */
+	return src->readonly && src->home && g == home_frame(src, i) &&
+	       frame_count(g) == 1 && f != FRAME_NONE && frame_count(f) == 1 &&
+	       f != home_frame(dst, i); /* its home frame stays free for dst */
 }
 
 /* Page i of dst (pte d) takes src's bytes, read-only, and joins the run of
@@ -198,7 +197,7 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 	sigset_t mask;
 	ucow_lock(&mask);
 	ucow_region *s = (ucow_region *)src;
-	frame_t home = FRAME_NONE;
+	frame_t *home = NULL;
 	if ((err = revert_check(dst, src)) != 0 ||
 	    (err = rehome_prepare(s, &home)) != 0)
 		goto out;
@@ -229,13 +228,12 @@ static int revert(ucow_region *dst, const ucow_region *src, bool in_place)
 	 */
 	if (src->readonly)
 		chain_detach(dst);
-	rehome_commit(s, home);
-	home = FRAME_NONE;
+	rehome_commit(s, &home);
 release:
 	region_release(dst);
 	region_release(s);
 out:
-	home_retire(home, src->npages);
+	home_retire(&home, src->npages);
 	ucow_unlock(&mask);
 	return err;
 }

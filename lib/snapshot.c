@@ -277,18 +277,19 @@ static int share_all(ucow_region *dst, ucow_region *src)
 	return run.err;
 }
 
-int rehome_prepare(const ucow_region *src, frame_t *home)
+int rehome_prepare(const ucow_region *src, frame_t **home)
 {
-	*home = FRAME_NONE;
+	*home = NULL;
 	return src->readonly ? 0 : home_alloc(src->npages, home);
 }
 
-void rehome_commit(ucow_region *src, frame_t home)
+void rehome_commit(ucow_region *src, frame_t **home)
 {
 	if (src->readonly)
 		return;
-	home_retire(src->home, src->npages);
-	src->home = home;
+	home_retire(&src->home, src->npages);
+	src->home = *home;
+	*home = NULL;
 }
 
 static ucow_region *copy_region(ucow_region *src, bool readonly)
@@ -304,7 +305,7 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	sigset_t mask;
 	ucow_lock(&mask);
 	ucow_region *dst = NULL;
-	frame_t home = FRAME_NONE;
+	frame_t *home = NULL;
 	if ((err = region_check(src)) != 0)
 		goto out;
 	if (!(dst = region_new(src->npages, readonly, &err)))
@@ -322,7 +323,7 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	if (!err)
 		err = share_all(dst, src);
 	if (!err) {
-		rehome_commit(src, home);
+		rehome_commit(src, &home);
 		/* Before src's faults resume, so that the first keeps. */
 		if (chained)
 			chain_add(src, dst);
@@ -331,7 +332,7 @@ static ucow_region *copy_region(ucow_region *src, bool readonly)
 	region_release(src);
 out:
 	if (err) {
-		home_retire(home, src->npages);
+		home_retire(&home, src->npages);
 		region_abandon(dst);
 		dst = NULL;
 		errno = -err;

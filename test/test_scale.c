@@ -322,6 +322,41 @@ static void test_emptied_leaves_cost_copies_no_table(void)
 	ucow_destroy(r);
 }
 
+/*
+ * A checkpoint loop: write a little, snapshot, destroy the previous
+ * snapshot. Each snapshot gives the region a new home (as many frame
+ * numbers as it has pages) and the region keeps a frame in each old one:
+ * the old homes' other blocks must come back, or a 64 GiB region's 2^24
+ * numbers per home exhaust the 2^31 frame numbers in 64 rounds (two homes
+ * a round: the region's and its snapshot's).
+ */
+static void test_checkpoint_loop_keeps_finding_homes(void)
+{
+	SKIP_UNDER("valgrind", "64 GiB of address space");
+	enum { ROUNDS = 200 };
+	size_t ps = page_size(), size = (size_t)64 << 30, step = size / ps / ROUNDS;
+	ucow_region *r = ucow_create(size), *snap = NULL;
+	CU_ASSERT_FATAL(r != NULL);
+	char *b = ucow_base(r);
+	int made = 0;
+	for (int k = 0; k < ROUNDS; k++) {
+		b[(size_t)k * step * ps] = (char)(k + 1);
+		ucow_region *next = ucow_snapshot(r);
+		if (!next)
+			break;
+		ucow_destroy(snap);
+		snap = next;
+		made++;
+	}
+	CU_ASSERT_EQUAL(made, ROUNDS);
+	CU_ASSERT_EQUAL(global_stats().frames, (size_t)made);
+	for (int k = 0; k < made; k++)
+		CU_ASSERT_EQUAL(((char *)ucow_base(snap))[(size_t)k * step * ps],
+				(char)(k + 1));
+	ucow_destroy(snap);
+	ucow_destroy(r);
+}
+
 /* Issue 4.3: reading never-written pages takes no frame and no memory. */
 static void test_reading_zero_pages_costs_nothing(void)
 {
@@ -424,6 +459,7 @@ void add_scale_suite(void)
 		TEST(test_zeros_under_a_backdrop_merge_again),
 		TEST(test_huge_sparse_region_costs_what_is_used),
 		TEST(test_emptied_leaves_cost_copies_no_table),
+		TEST(test_checkpoint_loop_keeps_finding_homes),
 		TEST(test_reading_zero_pages_costs_nothing),
 		TEST(test_many_regions_with_clones),
 		TEST(test_metadata_of_full_region_is_small),
