@@ -137,6 +137,10 @@ UCOW_API int ucow_revert_in_place(ucow_region *dst, const ucow_region *src);
  * uses any more are given back to the system. NULL and a destroyed handle are
  * ignored. In a forked child, a handle inherited from the parent is released
  * (its address range unmapped) without touching the parent's memory.
+ * Once the last region is destroyed, ucow holds no file descriptor and no
+ * thread: the frame store's memfd is closed (and, under the uffd backend,
+ * the userfaultfd, its eventfd and the handler thread are gone); the next
+ * ucow_create() makes them again. The global fault counters go on.
  */
 UCOW_API void ucow_destroy(ucow_region *r);
 

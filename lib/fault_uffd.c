@@ -87,6 +87,30 @@ static int uffd_handshake(int fd)
 	return -EOPNOTSUPP;
 }
 
+static void uffd_close(void)
+{
+	if (uffd >= 0)
+		close(uffd);
+	if (stop_fd >= 0)
+		close(stop_fd);
+	uffd = stop_fd = -1;
+}
+
+/* The descriptors: opened for the first region, closed after the last. */
+static int uffd_open_all(void)
+{
+	int fd = uffd_open();
+	if (fd < 0)
+		return fd;
+	uffd = fd;
+	int err = uffd_handshake(fd);
+	if (!err && (stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
+		err = -errno;
+	if (err)
+		uffd_close();
+	return err;
+}
+
 static void uffd_wake(uintptr_t addr)
 {
 	struct uffdio_range range = {.start = addr, .len = os_page_size};
@@ -163,7 +187,7 @@ static uint64_t now_ns(void)
 #define HOT_US_MAX 100000
 
 static uint64_t hot_ns;
-static bool stopping; /* uffd_idle asks the spin to end now */
+static bool stopping; /* stop_handler asks the spin to end now */
 
 static uint64_t hot_time(void)
 {
@@ -217,6 +241,11 @@ static int uffd_busy(void)
 {
 	if (handler_running)
 		return 0;
+	if (uffd < 0) {
+		int err = uffd_open_all();
+		if (err)
+			return err;
+	}
 	pthread_attr_t attr;
 	if (!handler_stack && !(handler_stack = os_reserve(HANDLER_STACK)))
 		return -ENOMEM;
@@ -240,53 +269,46 @@ static void release_stack(void)
 	handler_stack = NULL;
 }
 
-/* No region is left: let the handler finish its batch and stop. */
-static void uffd_idle(void)
+/* Lets the handler finish its batch and stop: false if it runs on. */
+static bool stop_handler(void)
 {
 	uint64_t n = 1;
 	if (!handler_running)
-		return;
+		return true;
 	STORE(&stopping, true);
 	if (write(stop_fd, &n, sizeof n) != sizeof n) {
 		STORE(&stopping, false);
-		return;
+		return false;
 	}
 	pthread_join(handler, NULL);
 	STORE(&stopping, false);
 	handler_running = false;
 	release_stack();
-	if (read(stop_fd, &n, sizeof n) != sizeof n)
-		n = 0;
+	return true;
 }
 
-static void uffd_close(void)
+/*
+ * No region is left: the thread stops and the descriptors are closed (no
+ * range is registered any more); uffd_busy opens new ones for the next
+ * region.
+ */
+static void uffd_idle(void)
 {
-	if (uffd >= 0)
-		close(uffd);
-	if (stop_fd >= 0)
-		close(stop_fd);
-	uffd = stop_fd = -1;
+	if (stop_handler())
+		uffd_close();
 }
 
 /* At exit, with regions still alive: stop the handler cleanly. */
 __attribute__((destructor)) static void uffd_shutdown(void)
 {
 	uffd_idle();
-	uffd_close();
 }
 
+/* At the first region: whether the kernel has what the backend needs. */
 static int uffd_init(void)
 {
-	int fd = uffd_open();
-	if (fd < 0)
-		return fd;
-	uffd = fd;
-	int err = uffd_handshake(fd);
-	if (!err && (stop_fd = eventfd(0, EFD_CLOEXEC)) < 0)
-		err = -errno;
-	if (err)
-		uffd_close();
-	else
+	int err = uffd_open_all();
+	if (!err)
 		hot_ns = hot_time();
 	return err;
 }

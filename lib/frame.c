@@ -77,6 +77,23 @@ static void release_arrays(void)
 	frames.block_live = NULL;
 }
 
+/* The arrays for n frames; those of an earlier store of that size are
+ * still reserved (frame_store_idle keeps them). */
+static int reserve_arrays(frame_t n)
+{
+	if (refcount_table.size == (size_t)n * sizeof(uint32_t))
+		return 0;
+	release_arrays();
+	if (os_table_reserve(&refcount_table, (size_t)n * sizeof(uint32_t)) ||
+	    os_table_reserve(&block_table, blocks_bytes(n))) {
+		release_arrays();
+		return -ENOMEM;
+	}
+	frames.refcount = (uint32_t *)refcount_table.base;
+	frames.block_live = (uint32_t *)block_table.base;
+	return 0;
+}
+
 /*
  * The memfd is sized once to the whole frame number space: holes cost
  * nothing, and a fixed size means no fault can ever run past its end.
@@ -89,14 +106,8 @@ static int size_store(void)
 		if (ftruncate(frames.memfd, (off_t)frame_offset(n)) != 0)
 			continue;
 		frames.nframes = n;
-		if (os_table_reserve(&refcount_table,
-				     (size_t)n * sizeof(uint32_t)) == 0 &&
-		    os_table_reserve(&block_table, blocks_bytes(n)) == 0) {
-			frames.refcount = (uint32_t *)refcount_table.base;
-			frames.block_live = (uint32_t *)block_table.base;
+		if (reserve_arrays(n) == 0)
 			return 0;
-		}
-		release_arrays();
 	}
 	return -ENOMEM;
 }
@@ -120,14 +131,32 @@ int frame_store_init(void)
 	return err;
 }
 
-void frame_store_forget(void)
+static void close_store(void)
 {
 	if (frames.memfd >= 0)
 		close(frames.memfd);
 	frames.memfd = -1;
-	release_arrays();
 	list_clear(&free_list);
 	list_clear(&retired);
+}
+
+/*
+ * Every frame is free and no fault can run: nothing needs the memfd, and a
+ * program that destroyed all its regions gets its descriptor back (and
+ * every page of the tables). The tables stay reserved for the next store,
+ * and the fault counters go on counting.
+ */
+void frame_store_idle(void)
+{
+	close_store();
+	os_discard(refcount_table.base, refcount_table.committed);
+	os_discard(block_table.base, block_table.committed);
+}
+
+void frame_store_forget(void)
+{
+	close_store();
+	release_arrays();
 	frames.frames_in_use = 0;
 	frames.faults = 0;
 	frames.foreign_faults = 0;

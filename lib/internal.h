@@ -182,6 +182,9 @@ extern struct frame_store frames;
 int frame_store_init(void);
 /* In a forked child: forget the parent's store (its frames are not ours). */
 void frame_store_forget(void);
+/* When the last region is gone (global lock held): closes the memfd;
+ * frame_store_init() makes a new store for the next region. */
+void frame_store_idle(void);
 
 /* Homes (called with the global lock held): an array of block bases,
  * one per FRAME_BLOCK pages. home_retire frees it and sets *home NULL. */
@@ -554,7 +557,8 @@ struct backend {
 	/* At the first region: 0, or a negative errno (reason on stderr). */
 	int (*init)(void);
 	/* Before each region is created, and when the last one is gone: the
-	 * uffd backend runs its handler thread only while regions exist. */
+	 * uffd backend runs its handler thread, and holds its descriptors,
+	 * only while regions exist. */
 	int (*busy)(void);
 	void (*idle)(void);
 	/* In a forked child: forget the parent's fault machinery. */

@@ -22,6 +22,7 @@ void add_uffd_suite(void);
 void add_model_suite(void);
 void add_failure_suite(void);
 void add_cpus_suite(void);
+void add_lifecycle_suite(void);
 
 /*
  * Scenarios that need a process where ucow was never used: main.c runs them
@@ -35,6 +36,7 @@ struct child_scenario {
 extern const struct child_scenario signal_scenarios[]; /* ends with {NULL} */
 extern const struct child_scenario backend_scenarios[];
 extern const struct child_scenario failure_scenarios[];
+extern const struct child_scenario lifecycle_scenarios[];
 
 struct test_case {
 	const char *name;

@@ -20,7 +20,8 @@ static int run_child_scenario(const char *name)
 {
 	const struct child_scenario *lists[] = {signal_scenarios,
 						backend_scenarios,
-						failure_scenarios};
+						failure_scenarios,
+						lifecycle_scenarios};
 	for (size_t l = 0; l < sizeof lists / sizeof *lists; l++)
 		for (const struct child_scenario *s = lists[l]; s->name; s++)
 			if (strcmp(s->name, name) == 0)
@@ -54,6 +55,7 @@ int main(int argc, char **argv)
 	add_failure_suite();
 	add_scale_suite();
 	add_cpus_suite();
+	add_lifecycle_suite();
 
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc == 2) {

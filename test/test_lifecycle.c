@@ -1,0 +1,125 @@
+/*
+ * The library's life in a process: what it holds while regions exist and
+ * gives back when the last one is gone, how it starts (and starts again
+ * after a failed start), and what fork handlers see. Each scenario runs in
+ * a fresh process, where ucow was never used before it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <CUnit/CUnit.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define PAGES 8
+
+/* The process's descriptors, "fd=target;" each, in the order of fd numbers
+ * (the directory's own descriptor left out). */
+static void list_fds(char *buf, size_t len)
+{
+	DIR *d = opendir("/proc/self/fd");
+	CHECK(d != NULL);
+	size_t at = 0;
+	buf[0] = '\0';
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
+			continue;
+		char path[300], target[300];
+		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+		ssize_t n = readlink(path, target, sizeof target - 1);
+		target[n > 0 ? n : 0] = '\0';
+		int w = snprintf(buf + at, len - at, "%s=%s;", e->d_name, target);
+		CHECK(w > 0 && (size_t)w < len - at);
+		at += (size_t)w;
+	}
+	closedir(d);
+}
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
+
+/* Threads of this process (the uffd backend's handler is one); one was
+ * started and joined first, since ThreadSanitizer starts a helper thread
+ * of its own with the first. */
+static long count_threads(void)
+{
+	static bool warm;
+	pthread_t t;
+	if (!warm && pthread_create(&t, NULL, nothing, NULL) == 0)
+		warm = pthread_join(t, NULL) == 0;
+	DIR *d = opendir("/proc/self/task");
+	CHECK(d != NULL);
+	long n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* A region, a clone and a snapshot, each written, then all destroyed. */
+static void use_and_destroy_a_family(unsigned seed)
+{
+	ucow_region *src = make_filled(PAGES, PAGES, seed);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src), *snap = ucow_snapshot(src);
+	CHECK(clone != NULL && snap != NULL);
+	fill_pages(ucow_base(clone), 0, 1, seed + 1);
+	fill_pages(ucow_base(src), 1, 1, seed + 2);
+	CHECK(pages_match(ucow_base(snap), 0, PAGES, seed));
+	CHECK(pages_match(ucow_base(clone), 0, 1, seed + 1));
+	ucow_destroy(snap);
+	ucow_destroy(clone);
+	ucow_destroy(src);
+}
+
+/*
+ * Once the last region is destroyed the process has the descriptors (and
+ * threads) it had before the first one, under every backend; ucow works
+ * again after, and its global counters go on from where they were.
+ */
+static int descriptors_come_back(void)
+{
+	char before[4096], after[4096];
+	list_fds(before, sizeof before);
+	long threads = count_threads();
+	uint64_t faults = 0;
+	for (unsigned round = 0; round < 2; round++) {
+		use_and_destroy_a_family(10 * round + 1);
+		list_fds(after, sizeof after);
+		if (strcmp(before, after) != 0)
+			fprintf(stderr, "before: %s\nafter:  %s\n", before, after);
+		CHECK(strcmp(before, after) == 0);
+		CHECK(count_threads() == threads);
+		CHECK(global_stats().faults > faults);
+		faults = global_stats().faults;
+	}
+	return 0;
+}
+
+const struct child_scenario lifecycle_scenarios[] = {
+	{"descriptors-come-back", descriptors_come_back},
+	{NULL, NULL},
+};
+
+static void test_last_destroy_gives_back_every_descriptor(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("descriptors-come-back"), 0));
+}
+
+void add_lifecycle_suite(void)
+{
+	static const struct test_case tests[] = {
+		TEST(test_last_destroy_gives_back_every_descriptor),
+		{NULL, NULL},
+	};
+	add_suite("lifecycle", tests);
+}
