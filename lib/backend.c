@@ -14,6 +14,7 @@ static const struct backend *const backends[] = {&signal_backend, &uffd_backend}
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_error;
+static bool initialised; /* init() succeeded */
 
 static const struct backend *backend_by_name(const char *name)
 {
@@ -30,6 +31,8 @@ static bool backend_started;
 /* In a forked child, with the global lock held. */
 static void atfork_child(void)
 {
+	if (!LOAD(&initialised))
+		return;
 	region_atfork_child();
 	frame_store_forget();
 	if (ucow_backend_ops && ucow_backend_ops->atfork_child) {
@@ -50,6 +53,19 @@ static void init(void)
 	/* An unknown name leaves no backend: ucow_create fails until
 	 * ucow_set_backend() names a known one. */
 	ucow_backend_ops = backend_by_name(getenv("UCOW_BACKEND"));
+	STORE(&initialised, true);
+}
+
+/*
+ * Child fork handlers run in the order they were registered. Registered
+ * when the library is loaded, ucow's runs before any that the program
+ * registers in main(), even before its first ucow call: by the time the
+ * program's own handler runs in the child, every region there is disowned
+ * (PROT_NONE), and a write to one faults instead of changing the parent's
+ * frames. Until ucow is initialised the handlers have nothing to do.
+ */
+__attribute__((constructor)) static void register_fork_handlers(void)
+{
 	ucow_atfork_init(atfork_child);
 }
 

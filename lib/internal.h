@@ -118,7 +118,8 @@ void os_restore_signals(const sigset_t *saved);
  */
 void ucow_lock(sigset_t *saved);
 void ucow_unlock(const sigset_t *saved);
-/* Registers fork() handlers: `child` runs in the child with the lock held. */
+/* Registers fork() handlers (when the library is loaded): `child` runs in
+ * the child with the lock held. */
 void ucow_atfork_init(void (*child)(void));
 
 /* ---- cpus.c ------------------------------------------------------------ */

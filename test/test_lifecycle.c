@@ -11,9 +11,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -105,8 +107,58 @@ static int descriptors_come_back(void)
 	return 0;
 }
 
+/* The page the program's own fork child handler writes, if any. */
+static char *volatile child_writes;
+
+static void program_child_handler(void)
+{
+	if (child_writes)
+		child_writes[0] = 'C';
+}
+
+/* A child whose fork handler writes `page`: the write must fault (the
+ * region is PROT_NONE in the child) and the child die of it. */
+static void fork_writing(char *page)
+{
+	child_writes = page;
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(0); /* the handler wrote without a fault */
+	child_writes = NULL;
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+}
+
+/*
+ * A child fork handler that the program registered before its first ucow
+ * call runs after ucow's: it cannot write the parent's regions, neither a
+ * page the region owns alone nor one it shares with a clone.
+ */
+static int fork_handler_registered_first(void)
+{
+	CHECK(pthread_atfork(NULL, NULL, program_child_handler) == 0);
+	ucow_region *src = make_filled(2, 2, 30);
+	CHECK(src != NULL);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	fill_pages(ucow_base(src), 0, 1, 31); /* page 0: src's alone now */
+	fork_writing(page_of(src, 0));
+	fork_writing(page_of(src, 1));   /* shared with the clone */
+	fork_writing(page_of(clone, 1)); /* the same frame */
+	CHECK(pages_match(ucow_base(src), 0, 1, 31));
+	CHECK(pages_match(ucow_base(src), 1, 1, 30));
+	CHECK(pages_match(ucow_base(clone), 0, 2, 30));
+	ucow_destroy(clone);
+	ucow_destroy(src);
+	return 0;
+}
+
 const struct child_scenario lifecycle_scenarios[] = {
 	{"descriptors-come-back", descriptors_come_back},
+	{"fork-handler-registered-first", fork_handler_registered_first},
 	{NULL, NULL},
 };
 
@@ -115,10 +167,16 @@ static void test_last_destroy_gives_back_every_descriptor(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("descriptors-come-back"), 0));
 }
 
+static void test_earlier_fork_handler_cannot_write_regions(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("fork-handler-registered-first"), 0));
+}
+
 void add_lifecycle_suite(void)
 {
 	static const struct test_case tests[] = {
 		TEST(test_last_destroy_gives_back_every_descriptor),
+		TEST(test_earlier_fork_handler_cannot_write_regions),
 		{NULL, NULL},
 	};
 	add_suite("lifecycle", tests);
