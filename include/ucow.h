@@ -56,7 +56,9 @@ typedef struct ucow_region ucow_region;
  * Creates a zero-filled, writable region of `size` bytes, rounded up to whole
  * pages. Pages never written cost no memory: they read as zeros.
  * Returns NULL with errno EINVAL (size 0 or too large), ENOMEM (no memory,
- * address space or region slot left) or EMFILE/ENFILE (no memfd).
+ * address space or region slot left), EMFILE/ENFILE (no memfd) or EFBIG
+ * (the file size limit, RLIMIT_FSIZE, is below 2^20 pages: the frame
+ * store's memfd is sized to fit under it, and never raises SIGXFSZ).
  */
 UCOW_API ucow_region *ucow_create(size_t size);
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 struct frame_store frames = {.memfd = -1};
@@ -95,13 +96,34 @@ static int reserve_arrays(frame_t n)
 }
 
 /*
+ * The largest frame space the file size limit (RLIMIT_FSIZE) lets the memfd
+ * have. Sizing past it fails, and raises SIGXFSZ too, which the global lock
+ * only holds back: it would kill the process at ucow_unlock.
+ */
+static unsigned max_frame_bits(void)
+{
+	struct rlimit lim;
+	unsigned bits = MAX_FRAME_BITS;
+	if (getrlimit(RLIMIT_FSIZE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY)
+		return bits;
+	while (bits >= MIN_FRAME_BITS &&
+	       frame_offset((frame_t)1 << bits) > (uint64_t)lim.rlim_cur)
+		bits--;
+	return bits;
+}
+
+/*
  * The memfd is sized once to the whole frame number space: holes cost
  * nothing, and a fixed size means no fault can ever run past its end.
- * Smaller spaces are tried where address space is scarce (sanitizers).
+ * Smaller spaces are tried where address space is scarce (sanitizers), or
+ * the file size limit is lower; below MIN_FRAME_BITS, -EFBIG.
  */
 static int size_store(void)
 {
-	for (unsigned bits = MAX_FRAME_BITS; bits >= MIN_FRAME_BITS; bits--) {
+	unsigned top = max_frame_bits();
+	if (top < MIN_FRAME_BITS)
+		return -EFBIG;
+	for (unsigned bits = top; bits >= MIN_FRAME_BITS; bits--) {
 		frame_t n = (frame_t)1 << bits;
 		if (ftruncate(frames.memfd, (off_t)frame_offset(n)) != 0)
 			continue;

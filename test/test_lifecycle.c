@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -156,7 +157,33 @@ static int fork_handler_registered_first(void)
 	return 0;
 }
 
+static void set_file_size_limit(rlim_t bytes)
+{
+	struct rlimit lim;
+	CHECK(getrlimit(RLIMIT_FSIZE, &lim) == 0);
+	lim.rlim_cur = bytes;
+	CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+}
+
+/*
+ * Under a file size limit (RLIMIT_FSIZE) the frame store fits beneath it:
+ * ucow works, and never raises SIGXFSZ (which would kill the process).
+ * Below the smallest store (2^20 pages) ucow_create fails with EFBIG.
+ */
+static int file_size_limit(void)
+{
+	set_file_size_limit((rlim_t)page_size() << 20 | page_size());
+	use_and_destroy_a_family(40);
+	set_file_size_limit((rlim_t)page_size() << 19);
+	errno = 0;
+	CHECK(ucow_create(page_size()) == NULL && errno == EFBIG);
+	set_file_size_limit(RLIM_INFINITY);
+	use_and_destroy_a_family(50);
+	return 0;
+}
+
 const struct child_scenario lifecycle_scenarios[] = {
+	{"file-size-limit", file_size_limit},
 	{"descriptors-come-back", descriptors_come_back},
 	{"fork-handler-registered-first", fork_handler_registered_first},
 	{NULL, NULL},
@@ -172,11 +199,17 @@ static void test_earlier_fork_handler_cannot_write_regions(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("fork-handler-registered-first"), 0));
 }
 
+static void test_file_size_limit_is_respected(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("file-size-limit"), 0));
+}
+
 void add_lifecycle_suite(void)
 {
 	static const struct test_case tests[] = {
 		TEST(test_last_destroy_gives_back_every_descriptor),
 		TEST(test_earlier_fork_handler_cannot_write_regions),
+		TEST(test_file_size_limit_is_respected),
 		{NULL, NULL},
 	};
 	add_suite("lifecycle", tests);
