@@ -272,7 +272,10 @@ UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
  *       worth of time (cgroup v2 cpu.max, v1 CFS quota).
  * The environment variable UCOW_BACKEND sets it; an unknown name makes
  * ucow_create() fail with EINVAL and this call return NULL (errno EINVAL)
- * until ucow_set_backend() names a known one.
+ * until ucow_set_backend() names a known one. If ucow cannot start (its
+ * tables need a few hundred MiB of address space, which RLIMIT_AS may
+ * refuse), this call returns NULL with errno ENOMEM, as ucow_create() fails;
+ * every call tries again, and works once the space is there.
  */
 UCOW_API const char *ucow_backend(void);
 

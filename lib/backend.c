@@ -12,8 +12,6 @@ const struct backend *ucow_backend_ops;
 
 static const struct backend *const backends[] = {&signal_backend, &uffd_backend};
 
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-static int init_error;
 static bool initialised; /* init() succeeded */
 
 static const struct backend *backend_by_name(const char *name)
@@ -41,19 +39,22 @@ static void atfork_child(void)
 	}
 }
 
-static void init(void)
+/* 0, or a negative errno and nothing done but os_init (which may run
+ * again). */
+static int init(void)
 {
 	os_init();
+	int err = region_table_init();
+	if (err)
+		return err;
 	vma_init();
 	frame_failpoints_init(getenv("UCOW_FAILPOINT_FILL"));
 	region_failpoints_init(getenv("UCOW_FAILPOINT_MAP"),
 			       getenv("UCOW_FAILPOINT_WRITABLE"));
-	if ((init_error = region_table_init()) != 0)
-		return;
 	/* An unknown name leaves no backend: ucow_create fails until
 	 * ucow_set_backend() names a known one. */
 	ucow_backend_ops = backend_by_name(getenv("UCOW_BACKEND"));
-	STORE(&initialised, true);
+	return 0;
 }
 
 /*
@@ -69,10 +70,23 @@ __attribute__((constructor)) static void register_fork_handlers(void)
 	ucow_atfork_init(atfork_child);
 }
 
+/*
+ * Only success is remembered: a start that failed (its tables need a few
+ * hundred MiB of address space, which RLIMIT_AS may refuse for a while) is
+ * tried again by the next call. Under the global lock, so that fork() never
+ * copies a start half done.
+ */
 int ucow_init(void)
 {
-	pthread_once(&init_once, init);
-	return init_error;
+	if (LOAD(&initialised))
+		return 0;
+	sigset_t mask;
+	ucow_lock(&mask);
+	int err = LOAD_RELAXED(&initialised) ? 0 : init();
+	if (!err)
+		STORE(&initialised, true);
+	ucow_unlock(&mask);
+	return err;
 }
 
 /*

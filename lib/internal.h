@@ -614,7 +614,7 @@ int region_make_writable(ucow_region *r, size_t i, size_t n);
 /* Reads the failpoints from the environment values (see region.c). */
 void region_failpoints_init(const char *map, const char *writable);
 
-/* Initialises the library once; 0 or negative errno. */
+/* Initialises the library, until it succeeds once; 0 or negative errno. */
 int ucow_init(void);
 /* Before the first region: fault handler, frame store (global lock held). */
 int ucow_start(void);

@@ -182,7 +182,45 @@ static int file_size_limit(void)
 	return 0;
 }
 
+/* Bytes of address space the process uses (VmSize), or 0. */
+static rlim_t address_space_used(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	unsigned long kib = 0;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "VmSize: %lu kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return (rlim_t)kib << 10;
+}
+
+/*
+ * A first call that fails for want of address space (RLIMIT_AS) leaves
+ * nothing behind: once the limit is raised, ucow starts.
+ */
+static int address_space_limit(void)
+{
+	struct rlimit old, lim;
+	CHECK(getrlimit(RLIMIT_AS, &old) == 0);
+	rlim_t used = address_space_used();
+	CHECK(used > 0);
+	lim = (struct rlimit){used + ((rlim_t)64 << 20), old.rlim_max};
+	CHECK(setrlimit(RLIMIT_AS, &lim) == 0);
+	errno = 0;
+	ucow_region *r = ucow_create(page_size());
+	int err = errno;
+	const char *backend = ucow_backend();
+	CHECK(setrlimit(RLIMIT_AS, &old) == 0);
+	CHECK(r == NULL && err == ENOMEM && backend == NULL);
+	CHECK(ucow_backend() != NULL);
+	use_and_destroy_a_family(60);
+	return 0;
+}
+
 const struct child_scenario lifecycle_scenarios[] = {
+	{"address-space-limit", address_space_limit},
 	{"file-size-limit", file_size_limit},
 	{"descriptors-come-back", descriptors_come_back},
 	{"fork-handler-registered-first", fork_handler_registered_first},
@@ -204,12 +242,22 @@ static void test_file_size_limit_is_respected(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("file-size-limit"), 0));
 }
 
+static void test_failed_start_is_tried_again(void)
+{
+	/* The sanitizers' and valgrind's own mappings need the space. */
+	SKIP_UNDER("asan", "its allocator fails under RLIMIT_AS");
+	SKIP_UNDER("tsan", "its allocator fails under RLIMIT_AS");
+	SKIP_UNDER("valgrind", "it fails under RLIMIT_AS");
+	CU_ASSERT(CHILD_EXITED(run_scenario("address-space-limit"), 0));
+}
+
 void add_lifecycle_suite(void)
 {
 	static const struct test_case tests[] = {
 		TEST(test_last_destroy_gives_back_every_descriptor),
 		TEST(test_earlier_fork_handler_cannot_write_regions),
 		TEST(test_file_size_limit_is_respected),
+		TEST(test_failed_start_is_tried_again),
 		{NULL, NULL},
 	};
 	add_suite("lifecycle", tests);
