@@ -59,6 +59,8 @@ typedef struct ucow_region ucow_region;
  * address space or region slot left), EMFILE/ENFILE (no memfd) or EFBIG
  * (the file size limit, RLIMIT_FSIZE, is below 2^20 pages: the frame
  * store's memfd is sized to fit under it, and never raises SIGXFSZ).
+ * A failed call leaves no thread or descriptor of ucow's behind when no
+ * region exists.
  */
 UCOW_API ucow_region *ucow_create(size_t size);
 

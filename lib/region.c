@@ -460,6 +460,8 @@ ucow_region *ucow_create(size_t size)
 		r = region_new(npages, false, &err);
 	if (r)
 		region_publish(r);
+	else if (!region_count())
+		ucow_idle(); /* what ucow_start made for it goes again */
 	ucow_unlock(&mask);
 	if (!r)
 		errno = -err;

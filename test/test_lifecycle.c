@@ -219,7 +219,47 @@ static int address_space_limit(void)
 	return 0;
 }
 
+/* ucow_create(size) fails with err and leaves the descriptors and threads
+ * as they were. */
+static void create_fails(size_t size, int err)
+{
+	char before[4096], after[4096];
+	list_fds(before, sizeof before);
+	long threads = count_threads();
+	errno = 0;
+	CHECK(ucow_create(size) == NULL && errno == err);
+	CHECK(count_threads() == threads);
+	list_fds(after, sizeof after);
+	CHECK(strcmp(before, after) == 0);
+}
+
+/*
+ * A ucow_create that fails when no region exists (the uffd backend had
+ * started its handler thread for it) leaves no thread and no descriptor;
+ * one that fails beside a live region leaves that region working.
+ */
+static int failed_create_leaves_nothing(void)
+{
+	set_file_size_limit((rlim_t)page_size() << 19); /* no frame store */
+	create_fails(page_size(), EFBIG);
+	set_file_size_limit(RLIM_INFINITY);
+	size_t too_many_pages = (size_t)1 << 46; /* more than the store has */
+	create_fails(too_many_pages, ENOMEM);
+	ucow_region *src = make_filled(PAGES, PAGES, 70);
+	CHECK(src != NULL);
+	errno = 0;
+	CHECK(ucow_create(too_many_pages) == NULL && errno == ENOMEM);
+	ucow_region *clone = ucow_clone(src);
+	CHECK(clone != NULL);
+	fill_pages(ucow_base(clone), 0, PAGES, 71);
+	CHECK(pages_match(ucow_base(src), 0, PAGES, 70));
+	ucow_destroy(clone);
+	ucow_destroy(src);
+	return 0;
+}
+
 const struct child_scenario lifecycle_scenarios[] = {
+	{"failed-create-leaves-nothing", failed_create_leaves_nothing},
 	{"address-space-limit", address_space_limit},
 	{"file-size-limit", file_size_limit},
 	{"descriptors-come-back", descriptors_come_back},
@@ -251,6 +291,11 @@ static void test_failed_start_is_tried_again(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("address-space-limit"), 0));
 }
 
+static void test_failed_create_leaves_no_thread(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("failed-create-leaves-nothing"), 0));
+}
+
 void add_lifecycle_suite(void)
 {
 	static const struct test_case tests[] = {
@@ -258,6 +303,7 @@ void add_lifecycle_suite(void)
 		TEST(test_earlier_fork_handler_cannot_write_regions),
 		TEST(test_file_size_limit_is_respected),
 		TEST(test_failed_start_is_tried_again),
+		TEST(test_failed_create_leaves_no_thread),
 		{NULL, NULL},
 	};
 	add_suite("lifecycle", tests);
