@@ -48,30 +48,55 @@ static void *handler_stack;
  */
 #define HANDLER_STACK ((size_t)8 << 20) /* reserved; costs what it touches */
 
+#define UFFD_FLAGS (O_CLOEXEC | O_NONBLOCK)
+
+/*
+ * /dev/userfaultfd, for where the system call is refused. *err becomes the
+ * device's reason, unless the system call's says more: a resource that ran
+ * out (EMFILE, ENOMEM), or a device that is not there.
+ */
+static int uffd_open_device(int *err)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
+		if (errno != ENOENT && (*err == EPERM || *err == ENOSYS))
+			*err = errno;
+		return -1;
+	}
+	int fd = ioctl(dev, USERFAULTFD_IOC_NEW, UFFD_FLAGS);
+	if (fd < 0)
+		*err = errno;
+	close(dev);
+	return fd;
+}
+
+static const char *uffd_reason(int err, char *buf, size_t len)
+{
+	if (err == EPERM || err == EACCES)
+		return "no permission (vm.unprivileged_userfaultfd=0, no access "
+		       "to /dev/userfaultfd, or a seccomp filter)";
+	if (err == ENOSYS)
+		return "the kernel has no userfaultfd";
+	return strerror_r(err, buf, len);
+}
+
 /* Tries the system call, unprivileged user-mode-only, then the device. */
 static int uffd_open(void)
 {
-	int flags = O_CLOEXEC | O_NONBLOCK;
-	int fd = (int)syscall(SYS_userfaultfd, flags);
+	int fd = (int)syscall(SYS_userfaultfd, UFFD_FLAGS);
 	if (fd < 0 && errno == EPERM)
-		fd = (int)syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+		fd = (int)syscall(SYS_userfaultfd,
+				  UFFD_FLAGS | UFFD_USER_MODE_ONLY);
 	if (fd >= 0)
 		return fd;
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
-		close(dev);
-	}
+	int err = errno;
+	fd = uffd_open_device(&err);
 	if (fd >= 0)
 		return fd;
+	char buf[128];
 	os_write_error("userfaultfd backend unavailable",
-		       errno == EPERM || errno == EACCES
-			       ? "no permission (vm.unprivileged_userfaultfd=0, "
-				 "no access to /dev/userfaultfd, or a seccomp "
-				 "filter)"
-			       : "the kernel has no userfaultfd",
-		       0);
-	return -errno;
+		       uffd_reason(err, buf, sizeof buf), 0);
+	return -err;
 }
 
 static int uffd_handshake(int fd)

@@ -258,7 +258,40 @@ static int failed_create_leaves_nothing(void)
 	return 0;
 }
 
+/*
+ * The uffd backend out of descriptors says so (EMFILE, and its text on
+ * stderr), not that the kernel lacks userfaultfd; it starts once one is
+ * free.
+ */
+static int uffd_out_of_descriptors(void)
+{
+	CHECK(ucow_set_backend("uffd") == 0);
+	struct rlimit old, lim;
+	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	lim = (struct rlimit){64, old.rlim_max};
+	CHECK(setrlimit(RLIMIT_NOFILE, &lim) == 0);
+	struct stderr_capture capture;
+	char said[512];
+	stderr_capture_begin(&capture);
+	int fds[64], n = 0;
+	while (n < 64 && (fds[n] = dup(STDIN_FILENO)) >= 0)
+		n++;
+	errno = 0;
+	ucow_region *r = ucow_create(page_size());
+	int err = errno;
+	while (n > 0)
+		close(fds[--n]);
+	stderr_capture_end(&capture, said, sizeof said);
+	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	CHECK(r == NULL && err == EMFILE);
+	CHECK(strstr(said, strerror(EMFILE)) != NULL);
+	CHECK(strstr(said, "has no userfaultfd") == NULL);
+	use_and_destroy_a_family(80);
+	return 0;
+}
+
 const struct child_scenario lifecycle_scenarios[] = {
+	{"uffd-out-of-descriptors", uffd_out_of_descriptors},
 	{"failed-create-leaves-nothing", failed_create_leaves_nothing},
 	{"address-space-limit", address_space_limit},
 	{"file-size-limit", file_size_limit},
@@ -296,6 +329,12 @@ static void test_failed_create_leaves_no_thread(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("failed-create-leaves-nothing"), 0));
 }
 
+static void test_uffd_out_of_descriptors_says_so(void)
+{
+	SKIP_UNDER("valgrind", "the uffd backend");
+	CU_ASSERT(CHILD_EXITED(run_scenario("uffd-out-of-descriptors"), 0));
+}
+
 void add_lifecycle_suite(void)
 {
 	static const struct test_case tests[] = {
@@ -304,6 +343,7 @@ void add_lifecycle_suite(void)
 		TEST(test_file_size_limit_is_respected),
 		TEST(test_failed_start_is_tried_again),
 		TEST(test_failed_create_leaves_no_thread),
+		TEST(test_uffd_out_of_descriptors_says_so),
 		{NULL, NULL},
 	};
 	add_suite("lifecycle", tests);
