@@ -283,8 +283,8 @@ UCOW_API const char *ucow_backend(void);
 
 /*
  * Chooses the backend ("sigsegv" or "uffd") before the first region is
- * created. Returns 0; -EINVAL (unknown name, NULL); -EBUSY (regions were
- * created with another backend already).
+ * created. Returns 0; -EINVAL (unknown name, "" or NULL); -EBUSY (regions
+ * were created with another backend already).
  */
 UCOW_API int ucow_set_backend(const char *name);
 

@@ -129,7 +129,9 @@ int ucow_set_backend(const char *name)
 	int err = ucow_init();
 	if (err)
 		return err;
-	const struct backend *b = name ? backend_by_name(name) : NULL;
+	/* backend_by_name takes "" for the default (an empty UCOW_BACKEND);
+	 * as a name given here it names none. */
+	const struct backend *b = name && *name ? backend_by_name(name) : NULL;
 	if (!b)
 		return -EINVAL;
 	sigset_t mask;

@@ -500,6 +500,16 @@ static void test_backend_name(void)
 	CU_ASSERT_STRING_EQUAL(got, want ? want : "sigsegv");
 }
 
+/* "" names no backend (only an empty UCOW_BACKEND means the default):
+ * refused, the backend unchanged. */
+static void test_set_backend_empty_name_is_einval(void)
+{
+	const char *before = ucow_backend();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(before);
+	CU_ASSERT_EQUAL(ucow_set_backend(""), -EINVAL);
+	CU_ASSERT_PTR_EQUAL(ucow_backend(), before);
+}
+
 static void test_page_size(void)
 {
 	CU_ASSERT_EQUAL(ucow_page_size(), (size_t)sysconf(_SC_PAGESIZE));
@@ -545,6 +555,7 @@ void add_api_suite(void)
 		TEST(test_global_stats_null_is_einval),
 		TEST(test_global_stats_count_regions),
 		TEST(test_backend_name),
+		TEST(test_set_backend_empty_name_is_einval),
 		TEST(test_page_size),
 		TEST(test_handle_fault_outside_regions_is_zero),
 		{ NULL, NULL },
