@@ -177,4 +177,5 @@ const struct backend signal_backend = {
 	.wp_gap = 512,
 	.wp_splits = true,
 	.plain_zero = true,
+	.read_fault_around = true,
 };

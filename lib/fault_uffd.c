@@ -489,4 +489,5 @@ const struct backend uffd_backend = {
 	.wp_gap = 0,
 	.wp_splits = false,
 	.plain_zero = false,
+	.read_fault_around = false,
 };

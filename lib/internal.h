@@ -590,6 +590,9 @@ struct backend {
 	/* Whether zero pages are plain read-only zeros, as past a region's end
 	 * (userfaultfd's are registered with it). */
 	bool plain_zero;
+	/* Whether the kernel maps a run of pages around a read fault in its
+	 * mappings (not in a userfaultfd-registered range: page by page). */
+	bool read_fault_around;
 };
 
 extern const struct backend *ucow_backend_ops;

@@ -35,6 +35,16 @@ static int wp_page_reuse(ucow_region *r, size_t i, pte_t pte, pte_t *out)
 int copy_and_map(ucow_region *r, size_t i, size_t n, frame_t f,
 		 const void *from, bool writable)
 {
+	/*
+	 * pwrite reads the run through the region's mapping, and each page it
+	 * finds unmapped stops the copy for a fault and a retry. The kernel
+	 * maps pages around a read fault, but not in a userfaultfd-registered
+	 * range: there one call maps the run first (ascending writes to a
+	 * 64 MiB clone under uffd, three paired runs on our VM: 6.6-7.5 us a
+	 * page before, 4.6-4.8 after; under sigsegv it gained nothing).
+	 */
+	if (from && n > 1 && !ucow_backend_ops->read_fault_around)
+		os_populate_read((void *)from, n << os_page_shift);
 	int err = from ? frame_fill(f, from, n << os_page_shift) : 0;
 	for (size_t k = 0; k < n; k++)
 		frame_get_new(f + (frame_t)k);
