@@ -126,9 +126,15 @@ static int signal_init(void)
 	 * is in a fault would find SIGSEGV blocked (the kernel then kills the
 	 * process) or wait for a pte lock its own thread holds. libsigsegv's
 	 * mask leaves real-time signals, SIGCONT and the stop signals out.
+	 *
+	 * SA_ONSTACK: a thread that set an alternate signal stack (to catch
+	 * its own stack overflows) must get the fault there, as it would from
+	 * the program's handler without ucow; on the overflowed stack the
+	 * kernel cannot deliver the signal and kills the process. A thread
+	 * without one keeps running handlers on its own stack.
 	 */
 	struct sigaction tramp = lib_action;
-	tramp.sa_flags |= SA_SIGINFO;
+	tramp.sa_flags |= SA_SIGINFO | SA_ONSTACK;
 	tramp.sa_sigaction = segv_trampoline;
 	os_async_signals(&tramp.sa_mask);
 	sigorset(&tramp.sa_mask, &tramp.sa_mask, &lib_action.sa_mask);

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -238,6 +239,66 @@ static int handler_installed_at_first_create(void)
 	return 0;
 }
 
+/*
+ * A program that catches its own stack overflows: a SIGSEGV handler with
+ * SA_ONSTACK, installed before ucow, and an alternate signal stack per
+ * thread. The overflow must reach it, in the main thread and in another.
+ */
+static volatile sig_atomic_t overflows_caught, stop_recursion;
+static _Thread_local sigjmp_buf overflow_escape;
+
+static void overflow_handler(int sig, siginfo_t *info, void *ctx)
+{
+	(void)sig;
+	(void)info;
+	(void)ctx;
+	overflows_caught++;
+	siglongjmp(overflow_escape, 1);
+}
+
+/* Frames the compiler can neither fold nor turn into a loop. */
+static __attribute__((noinline)) int recurse(int n)
+{
+	volatile char frame[1024];
+	frame[0] = (char)n;
+	if (stop_recursion)
+		return 0;
+	return recurse(n + 1) + frame[0];
+}
+
+enum { ALT_STACK_SIZE = 256 * 1024 };
+
+static void *overflow_on_alt_stack(void *unused)
+{
+	(void)unused;
+	stack_t alt = {.ss_sp = malloc(ALT_STACK_SIZE), .ss_size = ALT_STACK_SIZE};
+	CHECK(alt.ss_sp != NULL && sigaltstack(&alt, NULL) == 0);
+	int before = overflows_caught;
+	if (sigsetjmp(overflow_escape, 1) == 0)
+		recurse(0);
+	CHECK(overflows_caught == before + 1);
+	stack_t off = {.ss_flags = SS_DISABLE};
+	CHECK(sigaltstack(&off, NULL) == 0);
+	free(alt.ss_sp);
+	return NULL;
+}
+
+static int stack_overflow_reaches_onstack_handler(void)
+{
+	struct sigaction sa = {.sa_sigaction = overflow_handler,
+			       .sa_flags = SA_SIGINFO | SA_ONSTACK};
+	CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
+	ucow_region *r = make_filled(PAGES, PAGES, 11);
+	CHECK(r != NULL);
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, overflow_on_alt_stack, NULL) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+	overflow_on_alt_stack(NULL);
+	CHECK(overflows_caught == 2);
+	check_cow_works();
+	return 0;
+}
+
 static int fault_under_realtime_signals(void);
 
 const struct child_scenario signal_scenarios[] = {
@@ -251,6 +312,7 @@ const struct child_scenario signal_scenarios[] = {
 	{ "later-handler-gets-foreign-faults", later_handler_gets_foreign_faults },
 	{ "handler-installed-at-first-create", handler_installed_at_first_create },
 	{ "fault-under-realtime-signals", fault_under_realtime_signals },
+	{ "stack-overflow-reaches-onstack-handler", stack_overflow_reaches_onstack_handler },
 	{ NULL, NULL },
 };
 
@@ -297,6 +359,11 @@ static void test_later_handler_gets_foreign_faults(void)
 static void test_handler_installed_at_first_create(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_scenario("handler-installed-at-first-create"), 0));
+}
+
+static void test_stack_overflow_reaches_onstack_handler(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("stack-overflow-reaches-onstack-handler"), 0));
 }
 
 /*
@@ -440,6 +507,7 @@ void add_signals_suite(void)
 		TEST(test_later_handler_keeps_cow_working),
 		TEST(test_later_handler_gets_foreign_faults),
 		TEST(test_handler_installed_at_first_create),
+		TEST(test_stack_overflow_reaches_onstack_handler),
 		TEST(test_handler_writing_the_page_being_unshared),
 		TEST(test_realtime_handler_writing_the_page_being_faulted),
 		{ NULL, NULL },
