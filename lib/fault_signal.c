@@ -7,7 +7,9 @@
  * the action the program had before, and calls it itself for every fault
  * that is not a copy-on-write fault of a region (a write to a snapshot, a
  * stray pointer). To give that handler the real siginfo and context, a thin
- * trampoline in front of libsigsegv's handler records them per thread.
+ * trampoline in front of libsigsegv's handler records them per thread. A
+ * SIGSEGV sent by another process or thread never reaches libsigsegv: the
+ * trampoline passes it on as the kernel would have without ucow.
  */
 #include "internal.h"
 
@@ -23,25 +25,46 @@ static struct sigaction lib_action;  /* libsigsegv's */
 static TLS siginfo_t *fault_info;
 static TLS void *fault_context;
 
-static void segv_trampoline(int sig, siginfo_t *info, void *context)
-{
-	siginfo_t *outer_info = fault_info;
-	void *outer_context = fault_context;
-	fault_info = info;
-	fault_context = context;
-	if (lib_action.sa_flags & SA_SIGINFO)
-		lib_action.sa_sigaction(sig, info, context);
-	else
-		lib_action.sa_handler(sig);
-	fault_info = outer_info;
-	fault_context = outer_context;
-}
-
 static bool prev_is_default(void)
 {
 	return !(prev_action.sa_flags & SA_SIGINFO) &&
 	       (prev_action.sa_handler == SIG_DFL ||
 		prev_action.sa_handler == SIG_IGN);
+}
+
+/* The program's action, for one signal: SA_RESETHAND makes it the last. */
+static struct sigaction take_prev_action(void)
+{
+	struct sigaction act = prev_action;
+	if (act.sa_flags & SA_RESETHAND) {
+		memset(&prev_action, 0, sizeof prev_action);
+		prev_action.sa_handler = SIG_DFL;
+	}
+	return act;
+}
+
+/*
+ * Calls the program's handler with the mask the kernel would have given it:
+ * the one at the signal, its sa_mask, and SIGSEGV itself.
+ */
+static void call_program(const struct sigaction *act, siginfo_t *info,
+			 void *context)
+{
+	sigset_t mask, saved;
+	pthread_sigmask(SIG_SETMASK, NULL, &saved);
+	if (context)
+		mask = ((ucontext_t *)context)->uc_sigmask;
+	else
+		mask = saved;
+	sigorset(&mask, &mask, &act->sa_mask);
+	if (!(act->sa_flags & SA_NODEFER))
+		sigaddset(&mask, SIGSEGV);
+	pthread_sigmask(SIG_SETMASK, &mask, NULL);
+	if (act->sa_flags & SA_SIGINFO)
+		act->sa_sigaction(SIGSEGV, info, context);
+	else
+		act->sa_handler(SIGSEGV);
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 }
 
 /*
@@ -60,11 +83,7 @@ static void chain_fault(void *addr)
 		sigaction(SIGSEGV, &dfl, NULL);
 		return;
 	}
-	struct sigaction act = prev_action;
-	if (act.sa_flags & SA_RESETHAND) {
-		memset(&prev_action, 0, sizeof prev_action);
-		prev_action.sa_handler = SIG_DFL;
-	}
+	struct sigaction act = take_prev_action();
 	siginfo_t synth;
 	siginfo_t *info = fault_info;
 	if (!info) {
@@ -74,23 +93,64 @@ static void chain_fault(void *addr)
 		synth.si_addr = addr;
 		info = &synth;
 	}
-	/* The mask the kernel would have given the program's own handler: the
-	 * one at the fault, its sa_mask, and SIGSEGV itself. */
-	sigset_t mask, saved;
-	pthread_sigmask(SIG_SETMASK, NULL, &saved);
-	if (fault_context)
-		mask = ((ucontext_t *)fault_context)->uc_sigmask;
-	else
-		mask = saved;
-	sigorset(&mask, &mask, &act.sa_mask);
-	if (!(act.sa_flags & SA_NODEFER))
-		sigaddset(&mask, SIGSEGV);
-	pthread_sigmask(SIG_SETMASK, &mask, NULL);
-	if (act.sa_flags & SA_SIGINFO)
-		act.sa_sigaction(SIGSEGV, info, fault_context);
-	else
-		act.sa_handler(SIGSEGV);
+	call_program(&act, info, fault_context);
+}
+
+/*
+ * The default action of a sent SIGSEGV: the signal again, to this thread,
+ * with SIGSEGV at its default and unblocked; it kills. A process that it
+ * does not kill (the init of a PID namespace, where the kernel drops it)
+ * goes on with ucow's handler and its mask as they were.
+ */
+static void kill_by_sent_signal(void)
+{
+	struct sigaction dfl, ours;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	sigset_t segv, saved;
+	sigemptyset(&segv);
+	sigaddset(&segv, SIGSEGV);
+	sigaction(SIGSEGV, &dfl, &ours);
+	pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
+	raise(SIGSEGV);
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	sigaction(SIGSEGV, &ours, NULL);
+}
+
+/*
+ * A SIGSEGV sent by kill(), raise() or sigqueue() (si_code <= 0) is no
+ * fault: nothing to serve, no access to retry. It gets what it would have
+ * without ucow: the program's handler; nothing, if the program ignored
+ * SIGSEGV; or the default action.
+ */
+static void pass_sent_signal(siginfo_t *info, void *context)
+{
+	struct sigaction act = take_prev_action();
+	bool plain = !(act.sa_flags & SA_SIGINFO);
+	if (plain && act.sa_handler == SIG_DFL)
+		kill_by_sent_signal();
+	else if (!plain || act.sa_handler != SIG_IGN)
+		call_program(&act, info, context);
+}
+
+static void segv_trampoline(int sig, siginfo_t *info, void *context)
+{
+	if (info && info->si_code <= 0) {
+		int saved = errno;
+		pass_sent_signal(info, context);
+		errno = saved;
+		return;
+	}
+	siginfo_t *outer_info = fault_info;
+	void *outer_context = fault_context;
+	fault_info = info;
+	fault_context = context;
+	if (lib_action.sa_flags & SA_SIGINFO)
+		lib_action.sa_sigaction(sig, info, context);
+	else
+		lib_action.sa_handler(sig);
+	fault_info = outer_info;
+	fault_context = outer_context;
 }
 
 /*

@@ -299,6 +299,77 @@ static int stack_overflow_reaches_onstack_handler(void)
 	return 0;
 }
 
+/*
+ * A SIGSEGV sent by raise(), kill() or sigqueue() is no fault: the
+ * program's earlier handler gets it as it was sent, ignored it stays
+ * ignored, and copy-on-write goes on.
+ */
+static volatile sig_atomic_t sent_calls, sent_code;
+
+static void sent_handler(int sig, siginfo_t *info, void *ctx)
+{
+	(void)sig;
+	(void)ctx;
+	sent_code = info->si_code;
+	sent_calls++;
+}
+
+static bool sent_segv_reaches(int code)
+{
+	int calls = sent_calls;
+	if (code == SI_TKILL)
+		CHECK(raise(SIGSEGV) == 0);
+	else if (code == SI_USER)
+		CHECK(kill(getpid(), SIGSEGV) == 0);
+	else
+		CHECK(sigqueue(getpid(), SIGSEGV, (union sigval){0}) == 0);
+	return sent_calls == calls + 1 && sent_code == code;
+}
+
+static int sent_segv_reaches_earlier_handler(void)
+{
+	struct sigaction sa = {.sa_sigaction = sent_handler,
+			       .sa_flags = SA_SIGINFO};
+	CHECK(sigaction(SIGSEGV, &sa, NULL) == 0);
+	ucow_region *r = make_filled(PAGES, PAGES, 12);
+	CHECK(r != NULL);
+	uint64_t foreign = global_stats().foreign_faults;
+	CHECK(sent_segv_reaches(SI_TKILL));
+	CHECK(sent_segv_reaches(SI_USER));
+	CHECK(sent_segv_reaches(SI_QUEUE));
+	CHECK(global_stats().foreign_faults == foreign);
+	check_cow_works();
+	return 0;
+}
+
+static int sent_segv_ignored(void)
+{
+	CHECK(signal(SIGSEGV, SIG_IGN) != SIG_ERR);
+	ucow_region *r = make_filled(PAGES, PAGES, 13);
+	CHECK(r != NULL);
+	CHECK(raise(SIGSEGV) == 0);
+	CHECK(kill(getpid(), SIGSEGV) == 0);
+	check_cow_works();
+	return 0;
+}
+
+/* With no handler of the program's, a sent SIGSEGV kills. */
+static int sent_segv_default_action(void)
+{
+	ucow_region *r = make_filled(PAGES, PAGES, 14);
+	CHECK(r != NULL);
+	CHECK(raise(SIGSEGV) == 0);
+	return 0;
+}
+
+static int sent_segv_by_kill_default_action(void)
+{
+	ucow_region *r = make_filled(PAGES, PAGES, 15);
+	CHECK(r != NULL);
+	CHECK(kill(getpid(), SIGSEGV) == 0);
+	return 0;
+}
+
 static int fault_under_realtime_signals(void);
 
 const struct child_scenario signal_scenarios[] = {
@@ -313,6 +384,10 @@ const struct child_scenario signal_scenarios[] = {
 	{ "handler-installed-at-first-create", handler_installed_at_first_create },
 	{ "fault-under-realtime-signals", fault_under_realtime_signals },
 	{ "stack-overflow-reaches-onstack-handler", stack_overflow_reaches_onstack_handler },
+	{ "sent-segv-reaches-earlier-handler", sent_segv_reaches_earlier_handler },
+	{ "sent-segv-ignored", sent_segv_ignored },
+	{ "sent-segv-default-action", sent_segv_default_action },
+	{ "sent-segv-by-kill-default-action", sent_segv_by_kill_default_action },
 	{ NULL, NULL },
 };
 
@@ -364,6 +439,18 @@ static void test_handler_installed_at_first_create(void)
 static void test_stack_overflow_reaches_onstack_handler(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_scenario("stack-overflow-reaches-onstack-handler"), 0));
+}
+
+static void test_sent_segv_reaches_earlier_handler(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("sent-segv-reaches-earlier-handler"), 0));
+	CU_ASSERT(CHILD_EXITED(run_scenario("sent-segv-ignored"), 0));
+}
+
+static void test_sent_segv_default_action_kills(void)
+{
+	CU_ASSERT(CHILD_SIGNALED(run_scenario("sent-segv-default-action"), SIGSEGV));
+	CU_ASSERT(CHILD_SIGNALED(run_scenario("sent-segv-by-kill-default-action"), SIGSEGV));
 }
 
 /*
@@ -508,6 +595,8 @@ void add_signals_suite(void)
 		TEST(test_later_handler_gets_foreign_faults),
 		TEST(test_handler_installed_at_first_create),
 		TEST(test_stack_overflow_reaches_onstack_handler),
+		TEST(test_sent_segv_reaches_earlier_handler),
+		TEST(test_sent_segv_default_action_kills),
 		TEST(test_handler_writing_the_page_being_unshared),
 		TEST(test_realtime_handler_writing_the_page_being_faulted),
 		{ NULL, NULL },
