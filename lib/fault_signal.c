@@ -64,7 +64,7 @@ static void call_program(const struct sigaction *act, siginfo_t *info,
 		act->sa_sigaction(SIGSEGV, info, context);
 	else
 		act->sa_handler(SIGSEGV);
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	os_restore_signals(&saved);
 }
 
 /*
@@ -113,7 +113,7 @@ static void kill_by_sent_signal(void)
 	sigaction(SIGSEGV, &dfl, &ours);
 	pthread_sigmask(SIG_UNBLOCK, &segv, &saved);
 	raise(SIGSEGV);
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+	os_restore_signals(&saved);
 	sigaction(SIGSEGV, &ours, NULL);
 }
 
@@ -185,7 +185,9 @@ static int signal_init(void)
 	 * ucow_lock holds them: a handler that writes a region while its thread
 	 * is in a fault would find SIGSEGV blocked (the kernel then kills the
 	 * process) or wait for a pte lock its own thread holds. libsigsegv's
-	 * mask leaves real-time signals, SIGCONT and the stop signals out.
+	 * mask leaves real-time signals, SIGCONT and the stop signals out, and
+	 * glibc's cancellation signal (a thread with asynchronous cancellation
+	 * would unwind out of the fault with its locks held).
 	 *
 	 * SA_ONSTACK: a thread that set an alternate signal stack (to catch
 	 * its own stack overflows) must get the fault there, as it would from

@@ -103,18 +103,32 @@ void os_write_error(const char *a, const char *b, uintptr_t addr);
 bool os_env_long(const char *name, long min, long max, const char *what,
 		 long *out);
 
-/* The asynchronous signals: all but SIGSEGV, SIGBUS, SIGILL, SIGFPE and
- * SIGTRAP. */
+/*
+ * The asynchronous signals: all but SIGSEGV, SIGBUS, SIGILL, SIGFPE and
+ * SIGTRAP, glibc's cancellation signal included (sigfillset leaves it out;
+ * sigaction keeps it in an sa_mask). With asynchronous cancellation, that
+ * signal unwinds the thread wherever it is: in a fault, or in normal code,
+ * with a region's fault count raised or a pte locked, and every later copy
+ * of the region, or fault on the page, would wait for ever.
+ */
 void os_async_signals(sigset_t *set);
 /* Blocks the asynchronous signals for the calling thread; os_restore_signals
- * puts `saved` back. */
+ * puts `saved` back (both with rt_sigprocmask itself: pthread_sigmask would
+ * leave the cancellation signal out). */
 void os_block_signals(sigset_t *saved);
 void os_restore_signals(const sigset_t *saved);
 /*
  * The global lock serialises every operation that changes regions or homes.
  * The fault path never takes it. Taking it blocks asynchronous signals, so
  * that a program's signal handler that writes a region cannot interrupt a
- * thread that holds it (and wait for it forever).
+ * thread that holds it (and wait for it forever). It also disables
+ * cancellation until ucow_unlock (which restores the thread's state): a
+ * thread cancelled while it held the lock, at a cancellation point under it
+ * (write(2), pthread_join, fopen) or anywhere with asynchronous
+ * cancellation, would leave it held, and every later call would wait. A
+ * cancel requested meanwhile is acted on once the lock is given back: at
+ * once if asynchronous (its signal was held back), else at the thread's
+ * next cancellation point.
  */
 void ucow_lock(sigset_t *saved);
 void ucow_unlock(const sigset_t *saved);

@@ -361,28 +361,17 @@ static int unshare_check(uintptr_t start, size_t len)
 
 /*
  * Each page is looked up again, as a fault would: the region may be
- * destroyed meanwhile. Normal code faulting on purpose: while it holds a pte
- * lock, a signal handler of this thread that wrote the same page would wait
- * for that lock for ever, so asynchronous signals are blocked meanwhile, as
- * libsigsegv blocks them while it serves a fault.
+ * destroyed meanwhile.
  */
-int ucow_unshare(void *addr, size_t len)
+static int unshare_pages(uintptr_t start, size_t len)
 {
-	if (len == 0)
-		return 0;
-	uintptr_t mask = os_page_size - 1, start = (uintptr_t)addr;
-	int err = unshare_check(start, len);
-	if (err)
-		return err;
-	sigset_t saved;
-	os_block_signals(&saved);
+	uintptr_t mask = os_page_size - 1;
+	int err = 0;
 	for (uintptr_t a = start & ~mask; a < start + len && !err;
 	     a += os_page_size) {
 		ucow_region *r = region_fault_enter(a);
-		if (!r) {
-			err = -EFAULT;
-			break;
-		}
+		if (!r)
+			return -EFAULT;
 		size_t i = (a - r->base) >> os_page_shift;
 		/* After a failed make_writable a page the table calls writable
 		 * may still be protected: do_wp_page makes it writable again. */
@@ -390,6 +379,32 @@ int ucow_unshare(void *addr, size_t len)
 			err = do_wp_page(r, i, false);
 		region_fault_exit(r);
 	}
-	os_restore_signals(&saved);
+	return err;
+}
+
+/*
+ * Per thread, not on the stack: a cancel acted on as the mask is restored
+ * unwinds through this frame, and ASan would leave the poison of a local
+ * on the unwound stack (the unwinder does not tell it).
+ */
+static _Thread_local sigset_t unshare_saved_mask;
+
+/*
+ * Normal code faulting on purpose, with fault references and pte locks
+ * held: a signal handler of this thread that wrote the same page would wait
+ * for that lock for ever, and the signal of asynchronous cancellation would
+ * unwind the thread with them held. So asynchronous signals, that one
+ * included, are blocked throughout, as in a fault. (There is no
+ * cancellation point in between: deferred cancellation needs nothing.)
+ */
+int ucow_unshare(void *addr, size_t len)
+{
+	if (len == 0)
+		return 0;
+	os_block_signals(&unshare_saved_mask);
+	int err = unshare_check((uintptr_t)addr, len);
+	if (!err)
+		err = unshare_pages((uintptr_t)addr, len);
+	os_restore_signals(&unshare_saved_mask);
 	return err;
 }

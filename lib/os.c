@@ -240,6 +240,20 @@ bool os_env_long(const char *name, long min, long max, const char *what,
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/*
+ * glibc's cancellation signal, SIGCANCEL: the kernel's first real-time
+ * signal, which glibc keeps for itself (sigfillset leaves it out, sigaddset
+ * refuses it, pthread_sigmask never blocks it), so it is set by hand.
+ */
+#define GLIBC_SIGCANCEL __SIGRTMIN
+
+static void add_cancel_signal(sigset_t *set)
+{
+	unsigned bit = GLIBC_SIGCANCEL - 1;
+	unsigned width = 8 * sizeof set->__val[0];
+	set->__val[bit / width] |= 1ul << (bit % width);
+}
+
 void os_async_signals(sigset_t *set)
 {
 	sigfillset(set);
@@ -249,30 +263,45 @@ void os_async_signals(sigset_t *set)
 	sigdelset(set, SIGILL);
 	sigdelset(set, SIGFPE);
 	sigdelset(set, SIGTRAP);
+	add_cancel_signal(set);
+}
+
+/* rt_sigprocmask itself: pthread_sigmask would leave SIGCANCEL out. */
+static void set_mask(int how, const sigset_t *set, sigset_t *old)
+{
+	syscall(SYS_rt_sigprocmask, how, set, old, _NSIG / 8);
 }
 
 void os_block_signals(sigset_t *saved)
 {
 	sigset_t all;
 	os_async_signals(&all);
-	pthread_sigmask(SIG_BLOCK, &all, saved);
+	set_mask(SIG_BLOCK, &all, saved);
 }
 
 void os_restore_signals(const sigset_t *saved)
 {
-	pthread_sigmask(SIG_SETMASK, saved, NULL);
+	set_mask(SIG_SETMASK, saved, NULL);
 }
+
+/* The cancel state the holder of the lock had: only it reads or writes. */
+static int holder_cancel_state;
 
 void ucow_lock(sigset_t *saved)
 {
+	int state;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
 	os_block_signals(saved);
 	pthread_mutex_lock(&global_lock);
+	holder_cancel_state = state;
 }
 
 void ucow_unlock(const sigset_t *saved)
 {
+	int state = holder_cancel_state;
 	pthread_mutex_unlock(&global_lock);
 	os_restore_signals(saved);
+	pthread_setcancelstate(state, NULL);
 }
 
 /* Per thread: two threads may fork at once, and each waits for the lock

@@ -14,6 +14,7 @@ void add_api_suite(void);
 void add_cow_suite(void);
 void add_snapshot_suite(void);
 void add_threads_suite(void);
+void add_cancel_suite(void);
 void add_signals_suite(void);
 void add_fork_suite(void);
 void add_scale_suite(void);

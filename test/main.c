@@ -47,6 +47,7 @@ int main(int argc, char **argv)
 	add_cow_suite();
 	add_snapshot_suite();
 	add_threads_suite();
+	add_cancel_suite();
 	add_signals_suite();
 	add_fork_suite();
 	add_diff_suite();
