@@ -13,6 +13,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <sigsegv.h>
 #include <string.h>
@@ -172,10 +173,40 @@ static int sigsegv_fault(void *addr, int serious)
 	return served;
 }
 
+static void *prev_handler(void)
+{
+	if (prev_action.sa_flags & SA_SIGINFO)
+		return (void *)prev_action.sa_sigaction;
+	return (void *)prev_action.sa_handler;
+}
+
+/*
+ * Whether the program's action is libsigsegv's own (it called
+ * sigsegv_install_handler or stackoverflow_install_handler): the handler
+ * lies in the library that holds sigsegv_install_handler. libsigsegv keeps
+ * one handler, so ucow's would replace the program's, and passing a foreign
+ * fault on to libsigsegv's action would call ucow's again, until the stack
+ * overflows. A program with a copy of libsigsegv of its own is no matter.
+ */
+static bool prev_is_libsigsegv(void)
+{
+	Dl_info prev, lib;
+	return !prev_is_default() && dladdr(prev_handler(), &prev) &&
+	       dladdr((void *)sigsegv_install_handler, &lib) &&
+	       prev.dli_fbase == lib.dli_fbase;
+}
+
 static int signal_init(void)
 {
 	if (sigaction(SIGSEGV, NULL, &prev_action) != 0)
 		return -errno;
+	if (prev_is_libsigsegv()) {
+		os_write_error("sigsegv backend unavailable",
+			       "the program uses GNU libsigsegv itself, which "
+			       "keeps one handler (use UCOW_BACKEND=uffd)",
+			       0);
+		return -EBUSY;
+	}
 	if (sigsegv_install_handler(sigsegv_fault) != 0)
 		return -ENOSYS;
 	if (sigaction(SIGSEGV, NULL, &lib_action) != 0)

@@ -12,8 +12,10 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <sigsegv.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,6 +372,43 @@ static int sent_segv_by_kill_default_action(void)
 	return 0;
 }
 
+/*
+ * A program that uses GNU libsigsegv itself, installed before ucow: the
+ * signal backend cannot start (libsigsegv keeps one handler), and says so;
+ * the program can choose the uffd backend.
+ */
+static int program_libsigsegv_handler(void *addr, int serious)
+{
+	(void)addr;
+	(void)serious;
+	return 0;
+}
+
+static int libsigsegv_user_before_ucow(void)
+{
+	CHECK(sigsegv_install_handler(program_libsigsegv_handler) == 0);
+	if (!backend_is("sigsegv")) {
+		check_cow_works();
+		return 0;
+	}
+	struct stderr_capture capture;
+	char said[512];
+	stderr_capture_begin(&capture);
+	errno = 0;
+	ucow_region *r = ucow_create(page_size());
+	int err = errno;
+	stderr_capture_end(&capture, said, sizeof said);
+	CHECK(r == NULL && err == EBUSY);
+	CHECK(strstr(said, "ucow: sigsegv backend unavailable: the program uses "
+			   "GNU libsigsegv itself") == said);
+	CHECK(strchr(said, '\n') == said + strlen(said) - 1);
+	if (!sanitizer_is("valgrind")) {
+		CHECK(ucow_set_backend("uffd") == 0);
+		check_cow_works();
+	}
+	return 0;
+}
+
 static int fault_under_realtime_signals(void);
 
 const struct child_scenario signal_scenarios[] = {
@@ -388,6 +427,7 @@ const struct child_scenario signal_scenarios[] = {
 	{ "sent-segv-ignored", sent_segv_ignored },
 	{ "sent-segv-default-action", sent_segv_default_action },
 	{ "sent-segv-by-kill-default-action", sent_segv_by_kill_default_action },
+	{ "libsigsegv-user-before-ucow", libsigsegv_user_before_ucow },
 	{ NULL, NULL },
 };
 
@@ -445,6 +485,11 @@ static void test_sent_segv_reaches_earlier_handler(void)
 {
 	CU_ASSERT(CHILD_EXITED(run_scenario("sent-segv-reaches-earlier-handler"), 0));
 	CU_ASSERT(CHILD_EXITED(run_scenario("sent-segv-ignored"), 0));
+}
+
+static void test_libsigsegv_user_before_ucow_is_told(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("libsigsegv-user-before-ucow"), 0));
 }
 
 static void test_sent_segv_default_action_kills(void)
@@ -597,6 +642,7 @@ void add_signals_suite(void)
 		TEST(test_stack_overflow_reaches_onstack_handler),
 		TEST(test_sent_segv_reaches_earlier_handler),
 		TEST(test_sent_segv_default_action_kills),
+		TEST(test_libsigsegv_user_before_ucow_is_told),
 		TEST(test_handler_writing_the_page_being_unshared),
 		TEST(test_realtime_handler_writing_the_page_being_faulted),
 		{ NULL, NULL },
