@@ -29,9 +29,15 @@
  * Signals: ucow installs a SIGSEGV handler (GNU libsigsegv) when the first
  * region is created. Faults that are not copy-on-write faults of a ucow region
  * (a write to a snapshot, a stray pointer) are passed to the SIGSEGV action the
- * program had installed before, or to the default action. A program that
+ * program had installed before, or to the default action; a SIGSEGV sent by
+ * kill(), raise() or sigqueue() is never taken for a fault. A program that
  * installs its own SIGSEGV handler afterwards must call ucow_handle_fault()
- * first from it.
+ * first from it. Under that backend a thread must not write a region's page
+ * that may need a copy while it blocks SIGSEGV (the kernel kills a process
+ * that faults with SIGSEGV blocked): see the README's rules.
+ *
+ * Cancellation: no call is a cancellation point, and a thread cancelled
+ * during a call or a fault is cancelled once it ends.
  */
 #ifndef UCOW_H
 #define UCOW_H
@@ -59,6 +65,10 @@ typedef struct ucow_region ucow_region;
  * address space or region slot left), EMFILE/ENFILE (no memfd) or EFBIG
  * (the file size limit, RLIMIT_FSIZE, is below 2^20 pages: the frame
  * store's memfd is sized to fit under it, and never raises SIGXFSZ).
+ * The first create starts the fault backend, which may fail too: EPERM,
+ * ENOSYS or EOPNOTSUPP (no userfaultfd for the uffd backend), EBUSY (the
+ * sigsegv backend, in a program that installed a GNU libsigsegv handler
+ * itself), each after one line on stderr naming the reason.
  * A failed call leaves no thread or descriptor of ucow's behind when no
  * region exists.
  */
