@@ -325,6 +325,10 @@ static bool sent_segv_reaches(int code)
 		CHECK(kill(getpid(), SIGSEGV) == 0);
 	else
 		CHECK(sigqueue(getpid(), SIGSEGV, (union sigval){0}) == 0);
+	/* A signal sent to the process may arrive a moment later (valgrind
+	 * delivers it at its next scheduling point). */
+	for (int waits = 0; sent_calls == calls && waits < 1000; waits++)
+		usleep(1000);
 	return sent_calls == calls + 1 && sent_code == code;
 }
 
@@ -338,7 +342,9 @@ static int sent_segv_reaches_earlier_handler(void)
 	uint64_t foreign = global_stats().foreign_faults;
 	CHECK(sent_segv_reaches(SI_TKILL));
 	CHECK(sent_segv_reaches(SI_USER));
-	CHECK(sent_segv_reaches(SI_QUEUE));
+	/* valgrind never delivers a SIGSEGV sent with sigqueue(). */
+	if (!sanitizer_is("valgrind"))
+		CHECK(sent_segv_reaches(SI_QUEUE));
 	CHECK(global_stats().foreign_faults == foreign);
 	check_cow_works();
 	return 0;
