@@ -220,14 +220,16 @@ static int signal_init(void)
 	 * glibc's cancellation signal (a thread with asynchronous cancellation
 	 * would unwind out of the fault with its locks held).
 	 *
-	 * SA_ONSTACK: a thread that set an alternate signal stack (to catch
-	 * its own stack overflows) must get the fault there, as it would from
-	 * the program's handler without ucow; on the overflowed stack the
-	 * kernel cannot deliver the signal and kills the process. A thread
-	 * without one keeps running handlers on its own stack.
+	 * SA_ONSTACK, when the program's handler had it: a thread that set an
+	 * alternate signal stack (to catch its own stack overflows) must get
+	 * the fault there, as it would from that handler without ucow; on the
+	 * overflowed stack the kernel cannot deliver the signal and kills the
+	 * process. Not otherwise: valgrind never grows a thread's stack for
+	 * the frame of an SA_ONSTACK signal, even with no alternate stack set,
+	 * and a fault at a new depth of the stack killed the program there.
 	 */
 	struct sigaction tramp = lib_action;
-	tramp.sa_flags |= SA_SIGINFO | SA_ONSTACK;
+	tramp.sa_flags |= SA_SIGINFO | (prev_action.sa_flags & SA_ONSTACK);
 	tramp.sa_sigaction = segv_trampoline;
 	os_async_signals(&tramp.sa_mask);
 	sigorset(&tramp.sa_mask, &tramp.sa_mask, &lib_action.sa_mask);

@@ -30,22 +30,8 @@ static int run_child_scenario(const char *name)
 	return 2;
 }
 
-/*
- * valgrind grows the main thread's stack as the program faults below it, and
- * once could not grow it to make room for the frame of a signal it was
- * delivering ("Can't extend stack to ... during signal delivery": a write
- * fault taken by a test with 8 KiB of locals, at a depth no test had reached
- * before, in 1 of 3 runs of the suite). The suite's stack is grown first.
- */
-static void grow_stack(void)
-{
-	volatile char pad[512 << 10];
-	memset((char *)pad, 0, sizeof pad);
-}
-
 int main(int argc, char **argv)
 {
-	grow_stack();
 	/* Before anything else: the scenario must be the first use of ucow. */
 	if (argc == 3 && strcmp(argv[1], "--child-scenario") == 0)
 		return run_child_scenario(argv[2]);
