@@ -45,9 +45,21 @@ static void list_fds(char *buf, size_t len)
 	closedir(d);
 }
 
+static pid_t warm_tid;
+
 static void *nothing(void *arg)
 {
+	warm_tid = gettid();
 	return arg;
+}
+
+/* A joined thread may stay in /proc/self/task a moment longer. */
+static void wait_until_gone(pid_t tid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/task/%ld", (long)tid);
+	for (int waits = 0; access(path, F_OK) == 0 && waits < 1000; waits++)
+		usleep(1000);
 }
 
 /* Threads of this process (the uffd backend's handler is one); one was
@@ -57,8 +69,10 @@ static long count_threads(void)
 {
 	static bool warm;
 	pthread_t t;
-	if (!warm && pthread_create(&t, NULL, nothing, NULL) == 0)
+	if (!warm && pthread_create(&t, NULL, nothing, NULL) == 0) {
 		warm = pthread_join(t, NULL) == 0;
+		wait_until_gone(warm_tid);
+	}
 	DIR *d = opendir("/proc/self/task");
 	CHECK(d != NULL);
 	long n = 0;
