@@ -266,9 +266,16 @@ static size_t reclaim_homes(void)
 	return got;
 }
 
-static size_t home_blocks(size_t npages)
+/* Takes the first `len` numbers of free extent k (len <= its length). */
+static frame_t extent_take(size_t k, frame_t len)
 {
-	return (npages + FRAME_BLOCK - 1) >> FRAME_BLOCK_SHIFT;
+	struct extent *e = &free_list.v[k];
+	frame_t start = e->start;
+	e->start += len;
+	e->len -= len;
+	if (!e->len)
+		list_remove(&free_list, k);
+	return start;
 }
 
 /* Takes up to `want` free blocks from the first free extent, or false. */
@@ -276,15 +283,10 @@ static bool take_blocks(frame_t want, struct extent *got)
 {
 	if (!free_list.n)
 		return false;
-	struct extent *e = &free_list.v[0];
 	frame_t len = (frame_t)(want << FRAME_BLOCK_SHIFT);
-	if (len > e->len)
-		len = e->len;
-	*got = (struct extent){e->start, len};
-	e->start += len;
-	e->len -= len;
-	if (!e->len)
-		list_remove(&free_list, 0);
+	if (len > free_list.v[0].len)
+		len = free_list.v[0].len;
+	*got = (struct extent){extent_take(0, len), len};
 	return true;
 }
 
@@ -293,15 +295,10 @@ static bool take_run(size_t nb, frame_t *start)
 {
 	frame_t len = (frame_t)(nb << FRAME_BLOCK_SHIFT);
 	for (size_t k = 0; k < free_list.n; k++) {
-		struct extent *e = &free_list.v[k];
-		if (e->len < len)
-			continue;
-		*start = e->start;
-		e->start += len;
-		e->len -= len;
-		if (!e->len)
-			list_remove(&free_list, k);
-		return true;
+		if (free_list.v[k].len >= len) {
+			*start = extent_take(k, len);
+			return true;
+		}
 	}
 	return false;
 }

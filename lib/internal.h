@@ -204,6 +204,10 @@ void frame_store_idle(void);
 /* Homes (called with the global lock held): an array of block bases,
  * one per FRAME_BLOCK pages. home_retire frees it and sets *home NULL. */
 int home_alloc(size_t npages, frame_t **home);
+static inline size_t home_blocks(size_t npages)
+{
+	return (npages + FRAME_BLOCK - 1) >> FRAME_BLOCK_SHIFT;
+}
 void home_retire(frame_t **home, size_t npages);
 
 static inline uint64_t frame_offset(frame_t f)

@@ -47,9 +47,9 @@ int ucow_stats(const ucow_region *r, struct ucow_stats *out)
 		out->coalesced = LOAD_RELAXED(&r->coalesced);
 		out->fault_around = LOAD_RELAXED(&r->fault_around);
 		out->mappings = (size_t)LOAD_RELAXED(&r->mappings);
-		size_t blocks = (r->npages + FRAME_BLOCK - 1) >> FRAME_BLOCK_SHIFT;
 		out->metadata_bytes = pgtable_bytes(&r->pt) + sizeof *r +
-				      (r->home ? blocks * sizeof *r->home : 0);
+				      (r->home ? home_blocks(r->npages) *
+							 sizeof *r->home : 0);
 	}
 	ucow_unlock(&mask);
 	return err;
