@@ -82,6 +82,9 @@ int os_map_none(void *addr, size_t size);
 /* Maps what a read would (the kernel's zero page, for untouched anonymous
  * memory), now; best effort. */
 void os_populate_read(void *addr, size_t size);
+/* Whether reading untouched anonymous memory maps the kernel's zero page
+ * (some kernels give each read page memory of its own). */
+bool os_reads_map_zero_page(void);
 /* Private anonymous memory (the userfaultfd backend protects it itself). */
 int os_map_anon(void *addr, size_t size, bool writable);
 /* Maps frames [off, off + size) of the memfd at addr, shared. */
