@@ -115,13 +115,15 @@ int ucow_start(void)
 /*
  * No region is left, so no fault can be running or start: the backend and
  * the frame store give back their descriptors (and the uffd handler
- * thread), and ucow_start() makes new ones for the next region.
+ * thread), the tables kept for reuse go, and ucow_start() makes new ones
+ * for the next region.
  */
 void ucow_idle(void)
 {
 	if (ucow_backend_ops && ucow_backend_ops->idle)
 		ucow_backend_ops->idle();
 	frame_store_idle();
+	pgtable_cache_drop();
 }
 
 int ucow_set_backend(const char *name)

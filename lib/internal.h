@@ -277,6 +277,8 @@ struct pgtable {
 
 int pgtable_init(struct pgtable *pt, size_t npages);
 void pgtable_free(struct pgtable *pt);
+/* Gives back the tables kept for reuse (global lock held, no region left). */
+void pgtable_cache_drop(void);
 size_t pgtable_bytes(const struct pgtable *pt);
 /* Before copying src into pt (new, empty): pt uses src's leaves, their
  * table pages faulted in at once. */

@@ -19,16 +19,118 @@ static size_t bitmap_words(size_t nbits)
 	return (nbits + 63) / 64;
 }
 
+/*
+ * The reserved tables of destroyed regions are kept, cleared, for the next
+ * tables of the same size. On the VMs we measure on, the first access to a
+ * page the process has never touched costs about 9 us beyond the kernel's
+ * fault (the hypervisor fills in its own page table), and a copy of a
+ * populated 1 GiB region writes 2 MiB of new table: 4.6 ms of the 4.8 ms its
+ * snapshot took when nothing had changed. A checkpoint loop (snapshot,
+ * destroy the previous one) then writes into pages it has touched before.
+ * The cache holds at most TABLE_CACHE tables and TABLE_CACHE_BYTES of their
+ * resident pages, and is emptied when the last region goes (ucow_idle).
+ * Called with the global lock held, as the tables' init and free.
+ */
+#define TABLE_CACHE 4
+#define TABLE_CACHE_BYTES ((size_t)32 << 20)
+
+static struct {
+	pte_t *pte;
+	size_t bytes;    /* its pte_bytes */
+	size_t resident; /* bytes of its pages in memory */
+} table_cache[TABLE_CACHE];
+
+static pte_t *table_cache_take(size_t bytes)
+{
+	for (int k = 0; k < TABLE_CACHE; k++)
+		if (table_cache[k].pte && table_cache[k].bytes == bytes) {
+			pte_t *pte = table_cache[k].pte;
+			table_cache[k].pte = NULL;
+			return pte;
+		}
+	return NULL;
+}
+
+static bool page_is_zero(const uint64_t *w, size_t words)
+{
+	for (size_t k = 0; k < words; k++)
+		if (w[k])
+			return false;
+	return true;
+}
+
+/*
+ * Clears the pages of a table that are in memory, and returns their bytes.
+ * Pages never touched are not in memory, and read as zeros; a page only
+ * read maps the zero page, which is left as it is.
+ */
+static size_t table_clear(pte_t *pte, size_t bytes)
+{
+	unsigned char vec[1024];
+	size_t resident = 0, chunk = sizeof vec << os_page_shift;
+	for (size_t off = 0; off < bytes; off += chunk) {
+		size_t len = bytes - off < chunk ? bytes - off : chunk;
+		char *base = (char *)pte + off;
+		if (mincore(base, len, vec) != 0) {
+			memset(base, 0, len); /* cannot tell: every page */
+			resident += len;
+			continue;
+		}
+		for (size_t p = 0; p < (len + os_page_size - 1) >> os_page_shift;
+		     p++) {
+			if (!(vec[p] & 1))
+				continue;
+			uint64_t *page = (uint64_t *)(base + (p << os_page_shift));
+			resident += os_page_size;
+			if (!page_is_zero(page, os_page_size / sizeof *page))
+				memset(page, 0, os_page_size);
+		}
+	}
+	return resident;
+}
+
+static void table_cache_put(pte_t *pte, size_t bytes)
+{
+	size_t held = 0;
+	int free_slot = -1;
+	for (int k = 0; k < TABLE_CACHE; k++) {
+		if (table_cache[k].pte)
+			held += table_cache[k].resident;
+		else if (free_slot < 0)
+			free_slot = k;
+	}
+	if (free_slot < 0) {
+		os_release(pte, bytes);
+		return;
+	}
+	size_t resident = table_clear(pte, bytes);
+	if (held + resident > TABLE_CACHE_BYTES) {
+		os_release(pte, bytes);
+		return;
+	}
+	table_cache[free_slot].pte = pte;
+	table_cache[free_slot].bytes = bytes;
+	table_cache[free_slot].resident = resident;
+}
+
+void pgtable_cache_drop(void)
+{
+	for (int k = 0; k < TABLE_CACHE; k++) {
+		os_release(table_cache[k].pte, table_cache[k].bytes);
+		table_cache[k].pte = NULL;
+	}
+}
+
 int pgtable_init(struct pgtable *pt, size_t npages)
 {
 	pt->npages = npages;
 	pt->pte_bytes = npages * sizeof(pte_t);
 	pt->nleaves = (npages + PTES_PER_LEAF - 1) >> PTE_LEAF_SHIFT;
 	pt->pte_mapped = pt->pte_bytes > PGTABLE_MALLOC_MAX;
-	if (pt->pte_mapped)
-		pt->pte = os_reserve(pt->pte_bytes);
-	else
+	if (!pt->pte_mapped)
 		pt->pte = calloc(npages, sizeof(pte_t));
+	else if (!(pt->pte = table_cache_take(pt->pte_bytes)))
+		pt->pte = os_reserve(pt->pte_bytes);
 	size_t words = bitmap_words(pt->nleaves);
 	pt->used_leaves = calloc(words, sizeof(uint64_t));
 	pt->write_leaves = calloc(words, sizeof(uint64_t));
@@ -41,9 +143,9 @@ int pgtable_init(struct pgtable *pt, size_t npages)
 
 void pgtable_free(struct pgtable *pt)
 {
-	if (pt->pte_mapped)
-		os_release(pt->pte, pt->pte_bytes);
-	else
+	if (pt->pte_mapped && pt->pte)
+		table_cache_put(pt->pte, pt->pte_bytes);
+	else if (!pt->pte_mapped)
 		free(pt->pte);
 	free(pt->used_leaves);
 	free(pt->write_leaves);
