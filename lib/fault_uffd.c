@@ -329,22 +329,12 @@ __attribute__((destructor)) static void uffd_shutdown(void)
 	uffd_idle();
 }
 
-/*
- * Whether reads map the kernel's zero page (uffd_init). Where they do not,
- * a read gives the page memory and its mapping an anon_vma at once: zero
- * pages are then left unread, and merge with their neighbours when they
- * are registered.
- */
-static bool zero_page_reads;
-
 /* At the first region: whether the kernel has what the backend needs. */
 static int uffd_init(void)
 {
 	int err = uffd_open_all();
-	if (!err) {
+	if (!err)
 		hot_ns = hot_time();
-		zero_page_reads = os_reads_map_zero_page();
-	}
 	return err;
 }
 
@@ -461,12 +451,15 @@ static int uffd_map_region(void *addr, size_t size)
  * Zero pages mapped into an existing region: the kernel's zero page, one
  * fault per page. Past POPULATE_MAX they are left as they are (a large hole
  * under a copy's backdrop took seconds to fill at 64 GiB): a write there
- * may leave a mapping the estimate does not count.
+ * may leave a mapping the estimate does not count. Where a read maps no
+ * zero page (os_zero_page_reads), it would give the mapping an anon_vma at
+ * once: the pages are left unread, and merge with their neighbours when
+ * they are registered.
  */
 static int uffd_map_zero(void *addr, size_t size, bool live)
 {
 	int err = os_map_anon(addr, size, !live);
-	if (!err && size <= POPULATE_MAX && zero_page_reads)
+	if (!err && size <= POPULATE_MAX && os_zero_page_reads)
 		os_populate_read(addr, size);
 	return uffd_protect_new(addr, size, live, err);
 }

@@ -49,6 +49,10 @@
 /* ---- os.c -------------------------------------------------------------- */
 
 extern size_t os_page_size;  /* sysconf(_SC_PAGESIZE) */
+/* Whether a read of untouched anonymous memory maps the kernel's zero page
+ * (some kernels give each page read memory of its own, and its mapping an
+ * anon_vma, which keeps it from merging with its neighbours again). */
+extern bool os_zero_page_reads;
 extern unsigned os_page_shift;
 
 void os_init(void);
@@ -82,9 +86,6 @@ int os_map_none(void *addr, size_t size);
 /* Maps what a read would (the kernel's zero page, for untouched anonymous
  * memory), now; best effort. */
 void os_populate_read(void *addr, size_t size);
-/* Whether reading untouched anonymous memory maps the kernel's zero page
- * (some kernels give each read page memory of its own). */
-bool os_reads_map_zero_page(void);
 /* Private anonymous memory (the userfaultfd backend protects it itself). */
 int os_map_anon(void *addr, size_t size, bool writable);
 /* Maps frames [off, off + size) of the memfd at addr, shared. */

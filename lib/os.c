@@ -15,11 +15,15 @@
 
 size_t os_page_size;
 unsigned os_page_shift;
+bool os_zero_page_reads;
+
+static bool reads_map_zero_page(void);
 
 void os_init(void)
 {
 	os_page_size = (size_t)sysconf(_SC_PAGESIZE);
 	os_page_shift = (unsigned)__builtin_ctzl(os_page_size);
+	os_zero_page_reads = reads_map_zero_page();
 }
 
 void *os_reserve(size_t size)
@@ -147,11 +151,12 @@ void os_populate_read(void *addr, size_t size)
 /*
  * Whether a read of untouched private anonymous memory maps the kernel's
  * zero page, as Linux has done for ever, or gives the page memory of its
- * own (the 6.18.44 kernel of a VM we measured on does; reading 256 MiB of
- * a region's zeros then took 256 MiB). The zero page is shared by every
+ * own (the 6.18.44 kernel of a VM we measured on does, booted with
+ * pvm_no_zero_page=1; reading 256 MiB of a region's zeros then took
+ * 256 MiB). The zero page is shared by every
  * process, so pagemap never calls it exclusive. Unknown (no pagemap): yes.
  */
-bool os_reads_map_zero_page(void)
+static bool reads_map_zero_page(void)
 {
 	bool zero = true;
 	void *p = os_reserve(os_page_size);

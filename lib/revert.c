@@ -25,6 +25,34 @@ static int revert_check(const ucow_region *dst, const ucow_region *src)
 }
 
 /*
+ * Maps a run of zero pages with the zero pages around it in dst's table: one
+ * new mapping in place of them all. Where a read of untouched memory maps
+ * no zero page (os_zero_page_reads), the program's reads gave those zero
+ * mappings anon_vmas of their own, and mappings with different ones never
+ * merge: the kernel would keep mappings the estimate does not count. A page
+ * to the right that a later run of this revert gives a frame is mapped
+ * again by that run.
+ */
+static void zero_run_flush(struct map_run *run)
+{
+	const struct pgtable *pt = &run->r->pt;
+	size_t start = run->start, n = run->n;
+	while (run->start > 0 &&
+	       pte_frame(pte_read(pt, run->start - 1)) == FRAME_NONE) {
+		run->start--;
+		run->n++;
+	}
+	while (run->start + run->n < pt->npages &&
+	       pte_frame(pte_read(pt, run->start + run->n)) == FRAME_NONE)
+		run->n++;
+	size_t mapped = run->mapped;
+	run_flush(run);
+	if (run->mapped != mapped)
+		run->mapped = mapped + n;
+	run->start = start;
+}
+
+/*
  * Points the pages [run->start, +n) of run->r (dst, or src when healing) at
  * the frames `src` maps there: take the new frames, map them, and only then
  * drop the old ones (as wp_page_copy orders it).
@@ -36,7 +64,10 @@ static int revert_run(struct map_run *run, const ucow_region *src)
 	for (size_t k = start; k < start + n; k++)
 		if (pte_frame(pte_read(&src->pt, k)) != FRAME_NONE)
 			frame_get(pte_frame(pte_read(&src->pt, k)));
-	run_flush(run);
+	if (run->f0 == FRAME_NONE && !os_zero_page_reads)
+		zero_run_flush(run);
+	else
+		run_flush(run);
 	struct frame_batch batch = {0, 0};
 	for (size_t k = start; k < start + n; k++) {
 		frame_t g = pte_frame(pte_read(&src->pt, k));

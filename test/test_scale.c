@@ -233,6 +233,34 @@ static void test_zero_pages_merge_again_after_a_revert(void)
 }
 
 /*
+ * The same after the program read every zero page. Where the kernel maps no
+ * zero page for a read (as on the VM of 2026-12-02, booted with
+ * pvm_no_zero_page=1), each read zero mapping took an anon_vma of its own,
+ * and after the revert the kernel kept one mapping per piece (under
+ * sigsegv) against an estimate of 1. Elsewhere the reads change nothing.
+ */
+static void test_read_zero_pages_merge_again_after_a_revert(void)
+{
+	enum { P = 1024, K = 32 };
+	size_t ps = page_size();
+	ucow_region *zero = ucow_create(P * ps), *r = ucow_create(P * ps);
+	CU_ASSERT_FATAL(zero != NULL && r != NULL);
+	for (size_t k = 0; k < K; k++)
+		page_of(r, k * (P / K) + P / K / 2)[0] = 1;
+	const volatile char *b = ucow_base(r);
+	unsigned sum = 0;
+	for (size_t p = 0; p < P; p++)
+		sum += (unsigned char)b[p * ps];
+	CU_ASSERT_EQUAL(sum, K);
+	check_estimate(r);
+	CU_ASSERT_EQUAL(ucow_revert(r, zero), 0);
+	check_estimate(r);
+	CU_ASSERT_EQUAL(mappings_in(ucow_base(r), P * ps), 1);
+	ucow_destroy(r);
+	ucow_destroy(zero);
+}
+
+/*
  * The same once a copy mapped zero pages over its backdrop: under uffd they
  * took an anon_vma of their own (the region was not live yet), and after a
  * revert to zeros they stayed apart from the zeros around them.
@@ -507,6 +535,7 @@ void add_scale_suite(void)
 		TEST(test_mapping_estimate_matches_the_kernel),
 		TEST(test_mapping_estimate_counts_the_zeros_past_the_end),
 		TEST(test_zero_pages_merge_again_after_a_revert),
+		TEST(test_read_zero_pages_merge_again_after_a_revert),
 		TEST(test_zeros_under_a_backdrop_merge_again),
 		TEST(test_huge_sparse_region_costs_what_is_used),
 		TEST(test_emptied_leaves_cost_copies_no_table),
