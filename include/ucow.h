@@ -258,7 +258,10 @@ struct ucow_global_stats {
 				  half; read once, at the first call) */
 };
 
-/* Fills *out. Returns 0 or -EINVAL for NULL. */
+/*
+ * Fills *out. Returns 0; -EINVAL for NULL; -ENOMEM if ucow cannot start (as
+ * for ucow_backend(): a first call starts it, which reads the budget).
+ */
 UCOW_API int ucow_global_stats(struct ucow_global_stats *out);
 
 /*

@@ -59,6 +59,10 @@ int ucow_global_stats(struct ucow_global_stats *out)
 {
 	if (!out)
 		return -EINVAL;
+	/* The budget is read when ucow starts: a first call must start it. */
+	int err = ucow_init();
+	if (err)
+		return err;
 	memset(out, 0, sizeof *out);
 	out->regions = region_count();
 	out->frames = (size_t)LOAD_RELAXED(&frames.frames_in_use);

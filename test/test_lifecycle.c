@@ -304,7 +304,26 @@ static int uffd_out_of_descriptors(void)
 	return 0;
 }
 
+/*
+ * ucow_global_stats as the process's first ucow call: the mapping budget is
+ * there already (it was 0 until some other call started ucow).
+ */
+static int global_stats_first(void)
+{
+	struct ucow_global_stats first, later;
+	CHECK(ucow_global_stats(&first) == 0);
+	CHECK(first.regions == 0 && first.frames == 0 && first.mappings == 0);
+	CHECK(first.mapping_budget >= 64);
+	ucow_region *r = ucow_create(page_size());
+	CHECK(r != NULL);
+	CHECK(ucow_global_stats(&later) == 0);
+	CHECK(later.mapping_budget == first.mapping_budget);
+	ucow_destroy(r);
+	return 0;
+}
+
 const struct child_scenario lifecycle_scenarios[] = {
+	{"global-stats-first", global_stats_first},
 	{"uffd-out-of-descriptors", uffd_out_of_descriptors},
 	{"failed-create-leaves-nothing", failed_create_leaves_nothing},
 	{"address-space-limit", address_space_limit},
@@ -343,6 +362,11 @@ static void test_failed_create_leaves_no_thread(void)
 	CU_ASSERT(CHILD_EXITED(run_scenario("failed-create-leaves-nothing"), 0));
 }
 
+static void test_global_stats_as_first_call_has_the_budget(void)
+{
+	CU_ASSERT(CHILD_EXITED(run_scenario("global-stats-first"), 0));
+}
+
 static void test_uffd_out_of_descriptors_says_so(void)
 {
 	SKIP_UNDER("valgrind", "the uffd backend");
@@ -358,6 +382,7 @@ void add_lifecycle_suite(void)
 		TEST(test_failed_start_is_tried_again),
 		TEST(test_failed_create_leaves_no_thread),
 		TEST(test_uffd_out_of_descriptors_says_so),
+		TEST(test_global_stats_as_first_call_has_the_budget),
 		{NULL, NULL},
 	};
 	add_suite("lifecycle", tests);
