@@ -34,5 +34,11 @@ expect 2 "at least 1" bench --rounds 0
 expect 2 "No such file or directory" bench --quick --figures 2 --plot /nonexistent/dir/plot.svg
 expect 2 "neither is asked for" bench --quick --figures 1 --plot plot-never-written.svg
 [ ! -e plot-never-written.svg ] || { echo "FAIL: --plot left a file behind"; failed=1; }
+expect 2 "give figure numbers 1 to 5" bench --figures 15 --quick --rounds 1 --fault-size 16K
+expect 2 "give figure numbers 1 to 5" bench --figures 0 --quick --rounds 1 --fault-size 16K
+expect 2 "an empty figure number" bench --figures 1,,2 --quick --rounds 1 --fault-size 16K
+expect 2 "an empty figure number" bench --figures 1, --quick --rounds 1 --fault-size 16K
+expect 2 "an empty figure number" bench --figures , --quick --rounds 1 --fault-size 16K
+expect 2 "an empty figure number" bench --figures "" --quick --rounds 1 --fault-size 16K
 expect 0 "ucow " version
 exit $failed

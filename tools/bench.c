@@ -109,19 +109,29 @@ static int parse_sizes(struct bench *b, const char *arg)
 	return rc;
 }
 
+/* A comma-separated list of figure numbers, each 1 to BENCH_FIGURES: "15"
+ * is no figure, and an empty item is refused as --sizes refuses one. */
 static int parse_figures(struct bench *b, const char *arg)
 {
-	b->figures = 0;
-	for (const char *p = arg; *p; p++) {
-		if (*p >= '1' && *p <= '0' + BENCH_FIGURES)
-			b->figures |= 1u << (*p - '0');
-		else if (*p != ',') {
+	unsigned figures = 0;
+	const char *p = arg;
+	do {
+		size_t len = strcspn(p, ",");
+		if (len == 0) {
+			fprintf(stderr, "ucow: --figures: '%s': an empty figure number\n",
+				arg);
+			return -1;
+		}
+		if (len != 1 || *p < '1' || *p > '0' + BENCH_FIGURES) {
 			fprintf(stderr, "ucow: --figures: '%s': give figure numbers 1 to %d, "
 					"comma-separated\n", arg, BENCH_FIGURES);
 			return -1;
 		}
-	}
-	return b->figures ? 0 : -1;
+		figures |= 1u << (*p - '0');
+		p += len;
+	} while (*p++ == ',');
+	b->figures = figures;
+	return 0;
 }
 
 static int parse_page_size(struct bench *b, const char *what, const char *arg, size_t *out)
