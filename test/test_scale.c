@@ -422,7 +422,11 @@ static void test_checkpoint_loop_reuses_table_memory(void)
 		ucow_destroy(snap);
 		snap = next;
 	}
-	CU_ASSERT(faults < (long)table_pages / 4);
+	/* A sanitizer's allocator and shadow memory fault too: judge the faults
+	 * (and the address space below) only without. */
+	bool judge = !getenv("UCOW_TEST_SANITIZER");
+	if (judge)
+		CU_ASSERT(faults < (long)table_pages / 4);
 	const char *s = ucow_base(snap);
 	size_t bad = 0;
 	for (size_t p = 0; p < pages; p++)
@@ -431,7 +435,8 @@ static void test_checkpoint_loop_reuses_table_memory(void)
 	ucow_destroy(snap);
 	ucow_destroy(r);
 	/* The tables kept go with the last region: 512 KiB of address each. */
-	CU_ASSERT(proc_kib("/proc/self/status", "VmSize") - vm0 < 256);
+	if (judge)
+		CU_ASSERT(proc_kib("/proc/self/status", "VmSize") - vm0 < 256);
 }
 
 /* Issue 4.3: reading never-written pages takes no frame and no memory. */
