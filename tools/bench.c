@@ -20,7 +20,9 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: ucow bench [--quick] [--rounds N] [--sizes LIST] [--json] [--plot FILE]\n"
+		"Usage: ucow bench [--quick] [--rounds N] [--sizes LIST] [--figures LIST]\n"
+		"                  [--fault-size SIZE] [--sparse-size SIZE] [--seed N]\n"
+		"                  [--json] [--plot FILE]\n"
 		"\n"
 		"Measures ucow against the kernel, alternating them round by round, and\n"
 		"prints the median of each and the ratio ucow / alternative:\n"

@@ -291,9 +291,13 @@ static int report_memory(struct demo *d)
 	       cli_fmt_bytes(buf, used), frames, cli_fmt_bytes(buf2, (double)d->size));
 	printf("        deep copies  %s: ucow uses %.1f%% of that, %.1fx less\n",
 	       cli_fmt_bytes(buf, deep), 100.0 * used / deep, used > 0 ? deep / used : INFINITY);
-	if (m.shmem_kb >= 0 && d->mem_at_start.shmem_kb >= 0)
-		printf("        Shmem        %s more in /proc/meminfo (system-wide)\n",
-		       cli_fmt_bytes(buf, 1024.0 * (double)(m.shmem_kb - d->mem_at_start.shmem_kb)));
+	if (m.shmem_kb >= 0 && d->mem_at_start.shmem_kb >= 0) {
+		/* System-wide: other processes may have given back more. */
+		long long grew = m.shmem_kb - d->mem_at_start.shmem_kb;
+		printf("        Shmem        %s %s in /proc/meminfo (system-wide)\n",
+		       cli_fmt_bytes(buf, 1024.0 * (double)(grew < 0 ? -grew : grew)),
+		       grew < 0 ? "less" : "more");
+	}
 	/* RssShmem counts a shared frame once per region that maps it. */
 	if (m.rss_kb >= 0 && m.rss_shmem_kb >= 0)
 		printf("        process RSS  %s, of which mapped shared memory %s\n",
