@@ -26,11 +26,25 @@ void os_init(void)
 	os_zero_page_reads = reads_map_zero_page();
 }
 
+/*
+ * ucow's tables are reserved large and used sparsely: a page of page table
+ * per used leaf, a page of reference counts per used run of frames. Under
+ * THP=always the first store in each 2 MiB would take a huge page: a 64 GiB
+ * region and a clone with 1,000 pages written each held more than 64 MiB.
+ */
+static void no_huge_pages(void *p, size_t size)
+{
+	madvise(p, size, MADV_NOHUGEPAGE);
+}
+
 void *os_reserve(size_t size)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	no_huge_pages(p, size);
+	return p;
 }
 
 void *os_reserve_aligned(size_t size, size_t align)
@@ -65,6 +79,7 @@ int os_table_reserve(struct os_table *t, size_t size)
 	*t = (struct os_table){0};
 	if (p == MAP_FAILED)
 		return -errno;
+	no_huge_pages(p, size);
 	t->base = p;
 	t->size = size;
 	return 0;
