@@ -165,11 +165,11 @@ void os_populate_read(void *addr, size_t size)
 
 /*
  * Whether a read of untouched private anonymous memory maps the kernel's
- * zero page, as Linux has done for ever, or gives the page memory of its
- * own (the 6.18.44 kernel of a VM we measured on does, booted with
+ * zero page, as Linux does as a rule, or gives the page memory of its own
+ * (the 6.18.44 kernel of a VM we measured on does, booted with
  * pvm_no_zero_page=1; reading 256 MiB of a region's zeros then took
- * 256 MiB). The zero page is shared by every
- * process, so pagemap never calls it exclusive. Unknown (no pagemap): yes.
+ * 256 MiB). The zero page is shared by every process, so pagemap never
+ * calls it exclusive. Unknown (no pagemap): yes.
  */
 static bool reads_map_zero_page(void)
 {
