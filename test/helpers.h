@@ -38,6 +38,7 @@ extern const struct child_scenario signal_scenarios[]; /* ends with {NULL} */
 extern const struct child_scenario backend_scenarios[];
 extern const struct child_scenario failure_scenarios[];
 extern const struct child_scenario lifecycle_scenarios[];
+extern const struct child_scenario scale_scenarios[];
 
 struct test_case {
 	const char *name;

@@ -21,7 +21,8 @@ static int run_child_scenario(const char *name)
 	const struct child_scenario *lists[] = {signal_scenarios,
 						backend_scenarios,
 						failure_scenarios,
-						lifecycle_scenarios};
+						lifecycle_scenarios,
+						scale_scenarios};
 	for (size_t l = 0; l < sizeof lists / sizeof *lists; l++)
 		for (const struct child_scenario *s = lists[l]; s->name; s++)
 			if (strcmp(s->name, name) == 0)
@@ -35,6 +36,10 @@ int main(int argc, char **argv)
 	/* Before anything else: the scenario must be the first use of ucow. */
 	if (argc == 3 && strcmp(argv[1], "--child-scenario") == 0)
 		return run_child_scenario(argv[2]);
+
+	/* Each test's name reaches the log as it starts, even through a pipe:
+	 * a run killed by a timeout then shows the test it was in. */
+	setvbuf(stdout, NULL, _IONBF, 0);
 
 	const char *backend = ucow_backend();
 	printf("ucow backend: %s\n", backend ? backend : "(none: bad UCOW_BACKEND)");

@@ -531,7 +531,7 @@ static void test_destroying_a_snapshot_keeps_the_older_ones_in_reach(void)
 	ucow_destroy(src);
 	ucow_region *other = NULL;
 	for (int n = 0; n < 100000; n++) {
-		other = make_filled(PAGES, PAGES, 9);
+		other = ucow_create(PAGES * page_size());
 		CU_ASSERT_PTR_NOT_NULL_FATAL(other);
 		if ((uintptr_t)other == slot)
 			break;
@@ -539,6 +539,7 @@ static void test_destroying_a_snapshot_keeps_the_older_ones_in_reach(void)
 		other = NULL;
 	}
 	CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+	fill_pages(ucow_base(other), 0, PAGES, 9);
 	ucow_region *t = ucow_snapshot(other);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(t);
 	ucow_destroy(s[2]);
