@@ -80,8 +80,25 @@ struct scatter {
 	long worst_in_regions;        /* of them, in the source and the clone */
 	size_t bad;                   /* bytes not as written, in clone or source */
 	size_t coalesced, mappings;   /* the clone's ucow_stats */
-	size_t worst_ucow;            /* most mappings of ucow_global_stats seen */
+	long worst_ucow;              /* most mappings of ucow_global_stats seen */
 };
+
+static long max_long(long a, long b)
+{
+	return a > b ? a : b;
+}
+
+/* Takes the mappings now into the worst seen. */
+static void scatter_sample(struct scatter *s, const void *src,
+			   const void *clone, size_t len)
+{
+	s->worst_maps = max_long(s->worst_maps, count_lines("/proc/self/maps"));
+	s->worst_in_regions =
+		max_long(s->worst_in_regions,
+			 mappings_in(src, len) + mappings_in(clone, len));
+	s->worst_ucow =
+		max_long(s->worst_ucow, (long)global_stats().mappings);
+}
 
 /*
  * A region of `bytes`, every page written, then a clone that takes `writes`
@@ -107,26 +124,15 @@ static bool scattered_writes(size_t bytes, int writes, struct scatter *out)
 	}
 	unsigned char *c = ucow_base(clone);
 	uint64_t rng = 0x9e3779b97f4a7c15u;
-	for (int k = 0; k <= writes; k++) {
-		if (k % (writes / 20) == 0 || k == writes) {
-			long maps = count_lines("/proc/self/maps");
-			long in = mappings_in(sb, pages * ps) +
-				  mappings_in(c, pages * ps);
-			size_t ucow_maps = global_stats().mappings;
-			s.worst_maps = maps > s.worst_maps ? maps : s.worst_maps;
-			s.worst_in_regions = in > s.worst_in_regions
-						     ? in
-						     : s.worst_in_regions;
-			s.worst_ucow = ucow_maps > s.worst_ucow ? ucow_maps
-								: s.worst_ucow;
-		}
-		if (k == writes)
-			break;
+	for (int k = 0; k < writes; k++) {
+		if (k % (writes / 20) == 0)
+			scatter_sample(&s, sb, c, pages * ps);
 		size_t p = next_random(&rng) % pages;
 		expect[p] = (unsigned char)(k | 1);
 		c[p * ps + (size_t)k % ps] = expect[p];
 		c[p * ps] = expect[p];
 	}
+	scatter_sample(&s, sb, c, pages * ps);
 	for (size_t p = 0; p < pages; p++) {
 		s.bad += c[p * ps] != expect[p];
 		s.bad += sb[p * ps] != (unsigned char)(p * 7 + 1);
@@ -273,13 +279,6 @@ static void test_mapping_estimate_counts_the_zeros_past_the_end(void)
 	ucow_destroy(r);
 }
 
-/*
- * Zero pages that become neighbours again merge again, in the kernel as in
- * the estimate: a clone whose pages, written between its source's, all go
- * back to zeros is one mapping. Under uffd each first write of a zero page
- * gives its mapping an anon_vma, and mappings with different ones never
- * merge: the estimate said 1 where the kernel had one mapping per seam.
- */
 enum { MERGE_PAGES = 1024, MERGE_WRITES = 32 };
 
 /* r, reverted to a region never written, is one mapping. */
@@ -294,6 +293,13 @@ static void check_zeros_merge_after_a_revert(ucow_region *r)
 	ucow_destroy(zero);
 }
 
+/*
+ * Zero pages that become neighbours again merge again, in the kernel as in
+ * the estimate: a clone whose pages, written between its source's, all go
+ * back to zeros is one mapping. Under uffd each first write of a zero page
+ * gives its mapping an anon_vma, and mappings with different ones never
+ * merge: the estimate said 1 where the kernel had one mapping per seam.
+ */
 static void test_zero_pages_merge_again_after_a_revert(void)
 {
 	enum { P = MERGE_PAGES, K = MERGE_WRITES };
@@ -320,14 +326,15 @@ static void test_zero_pages_merge_again_after_a_revert(void)
 static void test_read_zero_pages_merge_again_after_a_revert(void)
 {
 	enum { P = MERGE_PAGES, K = MERGE_WRITES };
-	ucow_region *r = ucow_create(P * page_size());
+	size_t ps = page_size();
+	ucow_region *r = ucow_create(P * ps);
 	CU_ASSERT_FATAL(r != NULL);
 	for (size_t k = 0; k < K; k++)
 		page_of(r, k * (P / K) + P / K / 2)[0] = 1;
 	const volatile char *b = ucow_base(r);
 	unsigned sum = 0;
 	for (size_t p = 0; p < P; p++)
-		sum += (unsigned char)b[p * page_size()];
+		sum += (unsigned char)b[p * ps];
 	CU_ASSERT_EQUAL(sum, K);
 	check_zeros_merge_after_a_revert(r);
 	ucow_destroy(r);
